@@ -1,0 +1,136 @@
+"""/auth: accounts, logins, token rotation and user administration."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Form, HTTPException, Response, status
+from pydantic import ConfigDict, Field
+
+import auth_service
+import security
+from dependencies import (
+    AdminUser,
+    CurrentUser,
+    Pagination,
+    PathId,
+    SessionDep,
+    SettingsDep,
+    unauthorized,
+)
+from errors import responses
+from models import User
+from schemas import (
+    Email,
+    Input,
+    LoginPassword,
+    LoginRequest,
+    Page,
+    PasswordChange,
+    RefreshRequest,
+    TokenPair,
+    UserCreate,
+    UserPublic,
+    UserUpdate,
+)
+
+router = APIRouter(prefix="/auth", tags=["auth"])
+
+
+class LoginForm(Input):
+    """The OAuth2 password flow's form, as Swagger's Authorize dialog sends it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    username: Email = Field(description="The account's email")
+    password: LoginPassword
+    grant_type: Annotated[str | None, Field(pattern="^password$")] = None
+    scope: str = ""
+    client_id: str | None = None
+    client_secret: str | None = None
+
+
+@router.post(
+    "/signup",
+    status_code=status.HTTP_201_CREATED,
+    response_model=UserPublic,
+    responses=responses(409),
+)
+def signup(body: UserCreate, db: SessionDep) -> User:
+    return auth_service.signup(db, body)
+
+
+def _login(db: SessionDep, settings: SettingsDep, email: str, password: str) -> TokenPair:
+    try:
+        user = auth_service.authenticate(db, settings, email, password)
+    except auth_service.Throttled as throttled:
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            detail="Too many failed login attempts; try again later",
+            headers={"Retry-After": str(throttled.retry_after)},
+        ) from None
+    if user is None:
+        raise unauthorized("Incorrect email or password")
+    if not user.is_active:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="This account is deactivated")
+    return auth_service.issue_tokens(db, settings, user)
+
+
+@router.post("/login", response_model=TokenPair, responses=responses(401, 403, 429))
+def login(body: LoginRequest, db: SessionDep, settings: SettingsDep) -> TokenPair:
+    return _login(db, settings, body.email, body.password)
+
+
+@router.post("/login-form", response_model=TokenPair, responses=responses(401, 403, 429))
+def login_form(
+    form: Annotated[LoginForm, Form()], db: SessionDep, settings: SettingsDep
+) -> TokenPair:
+    return _login(db, settings, form.username, form.password)
+
+
+@router.post("/refresh", response_model=TokenPair, responses=responses(401))
+def refresh(body: RefreshRequest, db: SessionDep, settings: SettingsDep) -> TokenPair:
+    tokens = auth_service.rotate(db, settings, body.refresh_token)
+    if tokens is None:
+        raise unauthorized("Invalid, expired or already used refresh token")
+    return tokens
+
+
+@router.post("/logout", status_code=status.HTTP_204_NO_CONTENT, responses=responses(401))
+def logout(body: RefreshRequest, db: SessionDep, settings: SettingsDep) -> Response:
+    try:
+        auth_service.logout(db, settings, body.refresh_token)
+    except security.InvalidToken:
+        raise unauthorized("Invalid or expired refresh token") from None
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/me", response_model=UserPublic, responses=responses(401))
+def me(user: CurrentUser) -> User:
+    return user
+
+
+@router.post("/change-password", status_code=status.HTTP_204_NO_CONTENT, responses=responses(401))
+def change_password(body: PasswordChange, user: CurrentUser, db: SessionDep) -> Response:
+    if not auth_service.change_password(db, user, body.current_password, body.new_password):
+        raise unauthorized("Current password is incorrect")
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/users", response_model=Page[UserPublic], responses=responses(401, 403))
+def list_users(_admin: AdminUser, db: SessionDep, page: Pagination) -> Page[UserPublic]:
+    users, total = auth_service.list_users(db, limit=page.limit, offset=page.offset)
+    return Page[UserPublic](
+        items=[UserPublic.model_validate(u) for u in users],
+        total=total,
+        limit=page.limit,
+        offset=page.offset,
+    )
+
+
+@router.patch(
+    "/users/{user_id}", response_model=UserPublic, responses=responses(401, 403, 404, 409)
+)
+def update_user(user_id: PathId, body: UserUpdate, admin: AdminUser, db: SessionDep) -> User:
+    user = db.get(User, user_id)
+    if user is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="User not found")
+    return auth_service.update_user(db, admin, user, body)

@@ -1,0 +1,65 @@
+"""Refusals raised by the business rules, and how they become HTTP responses.
+
+Services raise these without knowing about HTTP; `install` maps them in one place. A 422
+keeps FastAPI's validation shape, so clients parse one format for every unprocessable body.
+"""
+
+from collections.abc import Sequence
+
+from fastapi import FastAPI, Request, status
+from fastapi.responses import JSONResponse
+
+
+class DomainError(Exception):
+    status_code = status.HTTP_400_BAD_REQUEST
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class NotFound(DomainError):
+    status_code = status.HTTP_404_NOT_FOUND
+
+
+class Conflict(DomainError):
+    status_code = status.HTTP_409_CONFLICT
+
+
+class Unprocessable(DomainError):
+    status_code = status.HTTP_422_UNPROCESSABLE_CONTENT
+
+    def __init__(self, detail: str, *, loc: Sequence[str | int], type: str) -> None:
+        super().__init__(detail)
+        self.loc = list(loc)
+        self.type = type
+
+
+async def _domain_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DomainError)
+    if isinstance(exc, Unprocessable):
+        body: object = [{"type": exc.type, "loc": exc.loc, "msg": exc.detail, "input": None}]
+    else:
+        body = exc.detail
+    return JSONResponse({"detail": body}, status_code=exc.status_code)
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(DomainError, _domain_error)
+
+
+_DESCRIPTIONS = {
+    401: "Missing, invalid or expired credentials",
+    403: "Not allowed for this user",
+    404: "Not found",
+    409: "Conflicts with the current state",
+    429: "Too many failed attempts; see Retry-After",
+    503: "The database is unreachable",
+}
+
+
+def responses(*codes: int) -> dict[int | str, dict]:
+    """OpenAPI entries for a route's error codes, so /docs shows every refusal it can give."""
+    from schemas import Error
+
+    return {code: {"model": Error, "description": _DESCRIPTIONS[code]} for code in codes}

@@ -1,0 +1,97 @@
+"""The FastAPI application: routers, middleware, start-up migration and the health check."""
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, status
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
+
+import auth_routes
+import errors
+import order_routes
+import product_routes
+import security
+from database import Database, upgrade_to_head
+from dependencies import SessionDep
+from schemas import Health
+from settings import Settings
+
+log = logging.getLogger("orders")
+
+DESCRIPTION = """
+Orders with items, priced from an admin-managed catalogue.
+
+Sign up, then use **Authorize** with your email and password. Orders move from `pending`
+to `cancelled` or `finished`, never back.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    logging.basicConfig(level=settings.log_level, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    security.limit_hash_concurrency(settings.password_hash_concurrency)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.migrate_on_startup:
+            upgrade_to_head(settings.database_url)
+        yield
+        app.state.db.dispose()
+
+    app = FastAPI(title="Orders API", version="1.0.0", description=DESCRIPTION, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.db = Database(settings)
+
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+        )
+    errors.install(app)
+    app.add_exception_handler(OperationalError, _database_unavailable)
+    app.add_exception_handler(InterfaceError, _database_unavailable)
+
+    app.include_router(auth_routes.router)
+    app.include_router(product_routes.router)
+    app.include_router(order_routes.router)
+    app.add_api_route(
+        "/health",
+        health,
+        methods=["GET"],
+        response_model=Health,
+        responses=errors.responses(503),
+        tags=["system"],
+    )
+    return app
+
+
+def health(db: SessionDep) -> Health | JSONResponse:
+    try:
+        db.execute(text("SELECT 1"))
+    except SQLAlchemyError:
+        return JSONResponse(
+            {"detail": "Database is unreachable", "status": "error", "database": "unreachable"},
+            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+        )
+    return Health()
+
+
+async def _database_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+    # A lock wait that timed out or a lost connection is a temporary state of the server,
+    # not a fault in the request: answer 503 so clients retry, never a bare 500.
+    log.warning("database error: %s", exc)
+    return JSONResponse(
+        {"detail": "The database is busy or unreachable; try again"},
+        status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+        headers={"Retry-After": "1"},
+    )
+
+
+app = create_app()

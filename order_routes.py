@@ -1,0 +1,108 @@
+"""/order: a customer's orders and their items. The rules live in order_service."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, HTTPException, Query, Response, status
+
+import order_service
+from dependencies import CurrentUser, OwnedOrder, Pagination, PathId, SessionDep
+from errors import responses
+from models import MAX_ID, Order, OrderStatus
+from schemas import OrderCreate, OrderItemIn, OrderPublic, Page, StatusChangePublic
+
+router = APIRouter(prefix="/order", tags=["order"], responses=responses(401))
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        pattern=r"^[\x21-\x7e]+$",
+        description="Repeat a creation safely: the same key returns the same order",
+    ),
+]
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=OrderPublic,
+    responses={200: {"model": OrderPublic, "description": "Replay of an idempotent request"}},
+)
+def create_order(
+    body: OrderCreate,
+    user: CurrentUser,
+    db: SessionDep,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
+) -> Order:
+    order, replayed = order_service.create_order(db, user, body.items, idempotency_key)
+    if replayed:
+        response.status_code = status.HTTP_200_OK
+        response.headers["Idempotent-Replayed"] = "true"
+    return order
+
+
+@router.get("", response_model=Page[OrderPublic], responses=responses(403))
+def list_orders(
+    user: CurrentUser,
+    db: SessionDep,
+    page: Pagination,
+    status_filter: Annotated[OrderStatus | None, Query(alias="status")] = None,
+    user_id: Annotated[int | None, Query(gt=0, le=MAX_ID, description="Admins only")] = None,
+) -> Page[OrderPublic]:
+    if user_id is not None and not user.is_admin:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="Only admins may filter by user")
+    orders, total = order_service.list_orders(
+        db,
+        user_id=user_id if user.is_admin else user.id,
+        status=status_filter,
+        limit=page.limit,
+        offset=page.offset,
+    )
+    return Page[OrderPublic](
+        items=[OrderPublic.model_validate(o) for o in orders],
+        total=total,
+        limit=page.limit,
+        offset=page.offset,
+    )
+
+
+@router.get("/{order_id}", response_model=OrderPublic, responses=responses(404))
+def get_order(order: OwnedOrder) -> Order:
+    return order
+
+
+@router.post(
+    "/{order_id}/items",
+    status_code=status.HTTP_201_CREATED,
+    response_model=OrderPublic,
+    responses=responses(404, 409),
+)
+def add_item(order: OwnedOrder, body: OrderItemIn, db: SessionDep) -> Order:
+    return order_service.add_item(db, order, body.product_id, body.quantity)
+
+
+@router.delete(
+    "/{order_id}/items/{item_id}", response_model=OrderPublic, responses=responses(404, 409)
+)
+def remove_item(order: OwnedOrder, item_id: PathId, db: SessionDep) -> Order:
+    return order_service.remove_item(db, order, item_id)
+
+
+@router.post("/{order_id}/cancel", response_model=OrderPublic, responses=responses(404, 409))
+def cancel_order(order: OwnedOrder, user: CurrentUser, db: SessionDep) -> Order:
+    return order_service.change_status(db, order, user, OrderStatus.cancelled)
+
+
+@router.post("/{order_id}/finish", response_model=OrderPublic, responses=responses(404, 409))
+def finish_order(order: OwnedOrder, user: CurrentUser, db: SessionDep) -> Order:
+    return order_service.change_status(db, order, user, OrderStatus.finished)
+
+
+@router.get(
+    "/{order_id}/history", response_model=list[StatusChangePublic], responses=responses(404)
+)
+def order_history(order: OwnedOrder, db: SessionDep) -> list:
+    return order_service.history(db, order)

@@ -1,0 +1,248 @@
+"""Request and response bodies. Input models forbid unknown fields: no mass assignment."""
+
+import unicodedata
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, ClassVar, Generic, Literal, TypeVar
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    PlainSerializer,
+    Strict,
+    StrictBool,
+    StringConstraints,
+    model_validator,
+)
+
+from models import MAX_ID, MAX_QUANTITY, OrderStatus
+
+MAX_PAGE_SIZE = 100
+MAX_ORDER_LINES = 100
+PASSWORD_MIN, PASSWORD_MAX = 8, 128
+
+
+def _encodable(value: str) -> str:
+    # JSON allows lone surrogates ("\ud800"); no database or hash function accepts them.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text") from None
+    return value
+
+
+def _no_control_chars(value: str, allowed: str = "") -> str:
+    if any(unicodedata.category(c) == "Cc" and c not in allowed for c in value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+def _single_line(value: str) -> str:
+    return _no_control_chars(_encodable(value))
+
+
+def _multi_line(value: str) -> str:
+    return _no_control_chars(_encodable(value), allowed="\n\r\t")
+
+
+def _lower(value: str) -> str:
+    return value.lower()
+
+
+def Line(max_length: int) -> type[str]:  # noqa: N802 - reads as a type in field annotations
+    return Annotated[  # type: ignore[return-value]
+        str,
+        StringConstraints(strip_whitespace=True, min_length=1, max_length=max_length),
+        AfterValidator(_single_line),
+    ]
+
+
+Id = Annotated[int, Strict(), Field(gt=0, le=MAX_ID, examples=[1])]
+Email = Annotated[EmailStr, AfterValidator(_lower), Field(examples=["ada@example.com"])]
+Password = Annotated[
+    str,
+    StringConstraints(min_length=PASSWORD_MIN, max_length=PASSWORD_MAX),
+    AfterValidator(_encodable),
+    Field(examples=["correct horse battery"]),
+]
+# A login password is never checked for strength (old passwords stay valid), only bounded so
+# that an oversized one is refused before it reaches the hash function.
+LoginPassword = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=PASSWORD_MAX),
+    AfterValidator(_encodable),
+    Field(examples=["correct horse battery"]),
+]
+Quantity = Annotated[int, Strict(), Field(ge=1, le=MAX_QUANTITY, examples=[2])]
+Price = Annotated[
+    Decimal,
+    Field(gt=0, max_digits=10, decimal_places=2, examples=["12.50"]),
+    AfterValidator(lambda d: d.quantize(Decimal("0.01"))),
+]
+Description = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, max_length=2000),
+    AfterValidator(_multi_line),
+]
+Money = Annotated[
+    Decimal,
+    PlainSerializer(lambda d: f"{d:.2f}", return_type=str, when_used="json"),
+    Field(examples=["12.50"]),
+]
+
+
+class Input(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Patch(Input):
+    """A partial update: omitted fields stay as they are; null is refused for required ones."""
+
+    nullable: ClassVar[frozenset[str]] = frozenset()
+
+    @model_validator(mode="after")
+    def _no_nulls(self) -> "Patch":
+        for name in self.model_fields_set:
+            if getattr(self, name) is None and name not in self.nullable:
+                raise ValueError(f"{name} may not be null")
+        return self
+
+    def changes(self) -> dict[str, object]:
+        return self.model_dump(include=self.model_fields_set)
+
+
+class Output(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class Error(BaseModel):
+    detail: str = Field(examples=["Order not found"])
+
+
+# --- auth ---------------------------------------------------------------------------------
+
+
+class UserCreate(Input):
+    name: Line(100) = Field(examples=["Ada Lovelace"])
+    email: Email
+    password: Password
+
+
+class UserPublic(Output):
+    id: int
+    name: str
+    email: str
+    is_active: bool
+    is_admin: bool
+    created_at: datetime
+
+
+class UserUpdate(Patch):
+    is_active: StrictBool | None = None
+    is_admin: StrictBool | None = None
+
+
+class LoginRequest(Input):
+    email: Email
+    password: LoginPassword
+
+
+class TokenPair(BaseModel):
+    access_token: str
+    refresh_token: str
+    token_type: Literal["bearer"] = "bearer"
+    expires_in: int = Field(description="Seconds until the access token expires", examples=[1800])
+
+
+class RefreshRequest(Input):
+    refresh_token: Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+
+
+class PasswordChange(Input):
+    current_password: LoginPassword
+    new_password: Password
+
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    total: int
+    limit: int
+    offset: int
+
+
+# --- catalogue ------------------------------------------------------------------------------
+
+
+class ProductCreate(Input):
+    name: Line(200) = Field(examples=["Espresso beans 1 kg"])
+    price: Price
+    description: Description | None = None
+
+
+class ProductUpdate(Patch):
+    nullable: ClassVar[frozenset[str]] = frozenset({"description"})
+
+    name: Line(200) | None = None
+    price: Price | None = None
+    description: Description | None = None
+    is_active: StrictBool | None = None
+
+
+class ProductPublic(Output):
+    id: int
+    name: str
+    description: str | None
+    price: Money
+    is_active: bool
+
+
+# --- orders ---------------------------------------------------------------------------------
+
+
+class OrderItemIn(Input):
+    product_id: Id
+    quantity: Quantity
+
+
+class OrderCreate(Input):
+    items: list[OrderItemIn] = Field(default_factory=list, max_length=MAX_ORDER_LINES)
+
+
+class OrderItemPublic(Output):
+    id: int
+    product_id: int
+    product_name: str
+    quantity: int
+    unit_price: Money
+    line_total: Money
+
+
+class OrderPublic(Output):
+    id: int
+    user_id: int
+    status: OrderStatus
+    items: list[OrderItemPublic]
+    total: Money
+    created_at: datetime
+    updated_at: datetime
+
+
+class StatusChangePublic(Output):
+    from_status: OrderStatus | None
+    to_status: OrderStatus
+    changed_by: int
+    changed_at: datetime
+
+
+# --- system ---------------------------------------------------------------------------------
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+    database: Literal["ok"] = "ok"

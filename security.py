@@ -1,0 +1,150 @@
+"""Password hashing and JWTs: pure functions, no database and no HTTP."""
+
+import secrets
+import threading
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from functools import cache
+from typing import Any
+
+from jose import JWTError, jwt
+from passlib.context import CryptContext
+
+from models import MAX_ID
+
+ALGORITHM = "HS256"
+CLOCK_SKEW = timedelta(seconds=30)
+
+# argon2id at the OWASP minimum (19 MiB, 2 passes, 1 lane): ~25 ms per hash on this machine
+# kind. Raising these later is safe: hashes made with older parameters are upgraded on login.
+pwd_context = CryptContext(
+    schemes=["argon2"],
+    argon2__type="ID",
+    argon2__memory_cost=19 * 1024,
+    argon2__time_cost=2,
+    argon2__parallelism=1,
+)
+
+# Each hash holds 19 MiB while it runs; a burst of logins must not multiply that unboundedly.
+_hash_slots = threading.BoundedSemaphore(4)
+
+
+def limit_hash_concurrency(n: int) -> None:
+    global _hash_slots
+    _hash_slots = threading.BoundedSemaphore(n)
+
+
+def hash_password(password: str) -> str:
+    with _hash_slots:
+        return pwd_context.hash(password)
+
+
+def verify_password(password: str, password_hash: str) -> tuple[bool, str | None]:
+    """Check a password; on success also return a new hash when the parameters changed."""
+    with _hash_slots:
+        return pwd_context.verify_and_update(password, password_hash)
+
+
+@cache
+def _dummy_hash() -> str:
+    return pwd_context.hash(secrets.token_urlsafe(16))
+
+
+def verify_dummy(password: str) -> None:
+    """Spend the time of a real verification, so unknown emails cannot be told apart by timing."""
+    with _hash_slots:
+        pwd_context.verify(password, _dummy_hash())
+
+
+class TokenType(StrEnum):
+    access = "access"
+    refresh = "refresh"
+
+
+class InvalidToken(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class TokenClaims:
+    user_id: int
+    type: TokenType
+    jti: str
+    family: str | None
+    issued_at: datetime
+    expires_at: datetime
+
+
+def create_token(
+    *,
+    user_id: int,
+    type: TokenType,
+    lifetime: timedelta,
+    secret_key: str,
+    family: str | None = None,
+    now: datetime | None = None,
+) -> tuple[str, TokenClaims]:
+    now = now or datetime.now(UTC)
+    claims = TokenClaims(
+        user_id=user_id,
+        type=type,
+        jti=uuid.uuid4().hex,
+        family=family,
+        issued_at=now,
+        expires_at=now + lifetime,
+    )
+    payload: dict[str, Any] = {
+        "sub": str(user_id),
+        "type": type.value,
+        "jti": claims.jti,
+        "iat": int(now.timestamp()),
+        "exp": int(claims.expires_at.timestamp()),
+    }
+    if family is not None:
+        payload["fam"] = family
+    return jwt.encode(payload, secret_key, algorithm=ALGORITHM), claims
+
+
+def decode_token(token: str, *, expected: TokenType, secret_key: str) -> TokenClaims:
+    """Verify signature, algorithm, lifetime and type; raise InvalidToken on any doubt."""
+    try:
+        header = jwt.get_unverified_header(token)
+        # python-jose ignores "crit"; a header asking for extensions we do not know is refused.
+        if header.get("alg") != ALGORITHM or "crit" in header:
+            raise InvalidToken("unexpected token header")
+        payload = jwt.decode(
+            token,
+            secret_key,
+            algorithms=[ALGORITHM],
+            options={"require_exp": True, "require_iat": True, "require_sub": True},
+        )
+    except JWTError as exc:
+        raise InvalidToken(str(exc)) from exc
+
+    try:
+        token_type = TokenType(payload.get("type"))
+        user_id = int(payload["sub"])
+        issued_at = datetime.fromtimestamp(payload["iat"], UTC)
+        expires_at = datetime.fromtimestamp(payload["exp"], UTC)
+        jti = payload["jti"]
+        family = payload.get("fam")
+    except (KeyError, ValueError, TypeError, OverflowError, OSError) as exc:
+        raise InvalidToken("malformed claims") from exc
+    if token_type is not expected:
+        raise InvalidToken(f"{token_type} token where {expected} was expected")
+    if not 0 < user_id <= MAX_ID or not isinstance(jti, str):
+        raise InvalidToken("malformed claims")
+    if family is not None and not isinstance(family, str):
+        raise InvalidToken("malformed claims")
+    if issued_at > datetime.now(UTC) + CLOCK_SKEW:
+        raise InvalidToken("token issued in the future")
+    return TokenClaims(
+        user_id=user_id,
+        type=token_type,
+        jti=jti,
+        family=family,
+        issued_at=issued_at,
+        expires_at=expires_at,
+    )

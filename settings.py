@@ -1,0 +1,80 @@
+"""Configuration, read once from the environment and an optional `.env` file."""
+
+import os
+import secrets
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Self
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+BASE_DIR = Path(__file__).resolve().parent
+DEV_SECRET_FILE = BASE_DIR / ".secret_key"
+MIN_SECRET_BYTES = 32
+
+
+class Environment(StrEnum):
+    development = "development"
+    production = "production"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    environment: Environment = Environment.development
+    database_url: str = f"sqlite:///{BASE_DIR / 'orders.db'}"
+    secret_key: str = ""
+    access_token_minutes: int = Field(default=30, gt=0)
+    refresh_token_days: int = Field(default=7, gt=0)
+    cors_origins: Annotated[list[str], NoDecode] = []
+    migrate_on_startup: bool = True
+    login_max_failures: int = Field(default=5, gt=0)
+    login_window_seconds: int = Field(default=15 * 60, gt=0)
+    password_hash_concurrency: int = Field(default=4, gt=0)
+    db_pool_size: int = Field(default=10, gt=0)
+    sqlite_busy_timeout_ms: int = Field(default=30_000, ge=0)
+    log_level: str = "INFO"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_origins(cls, data: dict) -> dict:
+        origins = data.get("cors_origins") if isinstance(data, dict) else None
+        if isinstance(origins, str):
+            data["cors_origins"] = [o.strip() for o in origins.split(",") if o.strip()]
+        return data
+
+    @model_validator(mode="after")
+    def _resolve_secret(self) -> Self:
+        if self.environment is Environment.production:
+            if len(self.secret_key.encode()) < MIN_SECRET_BYTES:
+                raise ValueError(
+                    f"SECRET_KEY must be set to at least {MIN_SECRET_BYTES} bytes in production"
+                )
+        elif not self.secret_key:
+            self.secret_key = dev_secret_key()
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+def dev_secret_key(path: Path = DEV_SECRET_FILE) -> str:
+    """A random key created once per checkout, so tokens survive `--reload` restarts.
+
+    The key is written to a temporary file and hard-linked into place, so workers starting
+    together agree on one complete key instead of reading a half-written file.
+    """
+    if not path.exists():
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(48))
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    return path.read_text().strip()
