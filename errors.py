@@ -4,9 +4,12 @@ Services raise these without knowing about HTTP; `install` maps them in one plac
 keeps FastAPI's validation shape, so clients parse one format for every unprocessable body.
 """
 
+import json
 from collections.abc import Sequence
 
 from fastapi import FastAPI, Request, status
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 
@@ -44,8 +47,25 @@ async def _domain_error(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": body}, status_code=exc.status_code)
 
 
+class AsciiJSONResponse(JSONResponse):
+    """JSON with non-ASCII escaped: a 422 may echo input that is not valid Unicode (a lone
+    surrogate), which FastAPI's default rendering cannot encode and turns into a 500."""
+
+    def render(self, content: object) -> bytes:
+        return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+
+
+async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return AsciiJSONResponse(
+        {"detail": jsonable_encoder(exc.errors())},
+        status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+    )
+
+
 def install(app: FastAPI) -> None:
     app.add_exception_handler(DomainError, _domain_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
 
 
 _DESCRIPTIONS = {

@@ -2,13 +2,11 @@
 
 import logging.config
 
-from alembic.autogenerate.api import AutogenContext
-from sqlalchemy import text
-from sqlalchemy_utils import ChoiceType
-
 from alembic import context
-from database import IMMEDIATE, make_engine
-from models import Base, UTCDateTime
+from sqlalchemy import text
+
+from database import IMMEDIATE, make_engine, render_item
+from models import Base
 from settings import Settings
 
 config = context.config
@@ -23,16 +21,6 @@ MIGRATION_LOCK_ID = 0x6F72646572  # "order"
 def database_url() -> str:
     # The app passes its URL explicitly (tests, start-up); the alembic CLI uses the settings.
     return config.get_main_option("sqlalchemy.url") or Settings().database_url
-
-
-def render_item(type_: str, obj: object, autogen_context: AutogenContext) -> str | bool:
-    """Render custom column types as the plain types they store, so migrations import nothing
-    from sqlalchemy_utils or the models (a migration must not change when the models do)."""
-    if type_ == "type" and isinstance(obj, ChoiceType):
-        return f"sa.String(length={obj.impl.length})"
-    if type_ == "type" and isinstance(obj, UTCDateTime):
-        return "sa.DateTime(timezone=True)"
-    return False
 
 
 def configure(**kwargs: object) -> None:

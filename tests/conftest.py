@@ -15,10 +15,10 @@ from sqlalchemy.engine import make_url
 
 os.environ.setdefault("SECRET_KEY", "test-only-secret-key-of-at-least-32-bytes")
 
-from database import upgrade_to_head  # noqa: E402 - after the environment is set
-from main import create_app  # noqa: E402
-from models import Base  # noqa: E402
-from settings import Settings  # noqa: E402
+from database import upgrade_to_head
+from main import create_app
+from models import Base
+from settings import Settings
 
 TEST_SECRET = "test-only-secret-key-of-at-least-32-bytes"
 PASSWORD = "correct horse battery"

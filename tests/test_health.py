@@ -28,6 +28,9 @@ def test_docs_and_openapi_are_served(client: TestClient) -> None:
     assert client.get("/docs").status_code == 200
     assert client.get("/redoc").status_code == 200
     spec = client.get("/openapi.json").json()
-    assert spec["components"]["securitySchemes"]["OAuth2PasswordBearer"]["flows"]["password"][
-        "tokenUrl"
-    ] == "/auth/login-form"
+    assert (
+        spec["components"]["securitySchemes"]["OAuth2PasswordBearer"]["flows"]["password"][
+            "tokenUrl"
+        ]
+        == "/auth/login-form"
+    )

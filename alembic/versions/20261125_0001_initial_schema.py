@@ -9,7 +9,6 @@ Create Date: 2026-11-25 04:16:55.387947
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-
 from alembic import op
 
 revision: str = "0001"

@@ -1,0 +1,78 @@
+"""`python manage.py create-admin`, run as an operator would: a real process."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import PASSWORD, login, signup
+from fastapi.testclient import TestClient
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def manage(database_url: str, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
+    env = {**os.environ, "DATABASE_URL": database_url, "SECRET_KEY": "x" * 32}
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=60,
+    )
+
+
+def test_create_admin_reads_the_password_from_stdin(client: TestClient, database_url: str) -> None:
+    result = manage(
+        database_url,
+        "create-admin",
+        "--email",
+        "Root@Example.com",
+        "--name",
+        "Root",
+        stdin=PASSWORD + "\n",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Created admin root@example.com" in result.stdout
+    token = login(client, "root@example.com")["access_token"]
+    me = client.get("/auth/me", headers={"Authorization": f"Bearer {token}"}).json()
+    assert me["is_admin"] is True
+    assert me["name"] == "Root"
+
+
+def test_create_admin_promotes_an_existing_user(client: TestClient, database_url: str) -> None:
+    signup(client, "carol@example.com")
+    result = manage(database_url, "create-admin", "--email", "carol@example.com", "--name", "C")
+    assert result.returncode == 0, result.stderr
+    assert "carol@example.com is now an admin" in result.stdout
+    token = login(client, "carol@example.com")["access_token"]
+    me = client.get("/auth/me", headers={"Authorization": f"Bearer {token}"}).json()
+    assert me["is_admin"] is True
+    assert me["name"] == "Tester"  # an existing account keeps its name and password
+
+
+def test_create_admin_refuses_a_weak_password(client: TestClient, database_url: str) -> None:
+    result = manage(
+        database_url, "create-admin", "--email", "x@example.com", "--name", "X", stdin="short\n"
+    )
+    assert result.returncode == 2
+    assert "at least 8 characters" in result.stderr
+    response = client.post("/auth/login", json={"email": "x@example.com", "password": "short"})
+    assert response.status_code == 401
+
+
+def test_create_admin_refuses_a_bad_email(database_url: str) -> None:
+    result = manage(database_url, "create-admin", "--email", "nope", "--name", "X")
+    assert result.returncode == 2
+    assert "email" in result.stderr
+
+
+def test_create_admin_migrates_an_empty_database(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'new.db'}"
+    result = manage(
+        url, "create-admin", "--email", "a@example.com", "--name", "A", stdin=PASSWORD + "\n"
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "new.db").exists()
