@@ -17,6 +17,7 @@ import product_routes
 import security
 from database import Database, upgrade_to_head
 from dependencies import SessionDep
+from middleware import BodySizeLimit
 from schemas import Health
 from settings import Settings
 
@@ -54,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_methods=["*"],
             allow_headers=["*"],
         )
+    app.add_middleware(BodySizeLimit)
     errors.install(app)
     app.add_exception_handler(OperationalError, _database_unavailable)
     app.add_exception_handler(InterfaceError, _database_unavailable)
