@@ -139,8 +139,13 @@ def upgrade_to_head(url: str) -> None:
         log.info("Database schema is up to date (revision %s)", head)
         return
     log.info("Database schema at revision %s; upgrading to %s", current or "<empty>", head)
-    command.upgrade(alembic_config(url), "head")
-    log.info("Database schema upgraded to revision %s", head)
+    config = alembic_config(url)
+    command.upgrade(config, "head")
+    applied = config.attributes.get("applied", [])
+    if applied:
+        log.info("Database schema upgraded to revision %s (applied %s)", head, ", ".join(applied))
+    else:
+        log.info("Database schema is up to date (revision %s): another process migrated it", head)
 
 
 def ensure_sqlite_directory(url: str) -> None:

@@ -3,6 +3,7 @@
 import logging.config
 
 from alembic import context
+from alembic.runtime.migration import MigrationInfo
 from sqlalchemy import text
 
 from database import IMMEDIATE, make_engine, render_item
@@ -23,6 +24,11 @@ def database_url() -> str:
     return config.get_main_option("sqlalchemy.url") or Settings().database_url
 
 
+def record_applied(*, step: MigrationInfo, **_: object) -> None:
+    """Tell the caller (database.upgrade_to_head) what this run applied, if anything."""
+    config.attributes.setdefault("applied", []).append(step.up_revision_id)
+
+
 def configure(**kwargs: object) -> None:
     is_sqlite = database_url().startswith("sqlite")
     context.configure(
@@ -33,6 +39,7 @@ def configure(**kwargs: object) -> None:
         transactional_ddl=True,
         compare_type=True,
         render_item=render_item,
+        on_version_apply=record_applied,
         **kwargs,
     )
 

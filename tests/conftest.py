@@ -5,6 +5,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,12 +34,11 @@ def postgres_url(schema: str) -> str:
     )
 
 
-@pytest.fixture
-def fresh_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """An empty database (no tables) on the backend of the current parameter."""
-    backend = getattr(request, "param", "sqlite")
+@contextmanager
+def empty_database(backend: str, directory: Path) -> Iterator[str]:
+    """The URL of a database with no tables: a new SQLite file, or a new PostgreSQL schema."""
     if backend == "sqlite":
-        yield f"sqlite:///{tmp_path / 'empty.db'}"
+        yield f"sqlite:///{directory / f'{uuid.uuid4().hex[:8]}.db'}"
         return
     schema = f"test_{uuid.uuid4().hex[:12]}"
     admin = create_engine(os.environ["TEST_DATABASE_URL"])
@@ -52,28 +52,21 @@ def fresh_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterat
         admin.dispose()
 
 
+@pytest.fixture
+def fresh_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database on the backend of the current parameter."""
+    with empty_database(getattr(request, "param", "sqlite"), tmp_path) as url:
+        yield url
+
+
 @pytest.fixture(scope="session", params=BACKENDS)
 def migrated_template(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     """One database per backend, migrated once per test session and reset for each test."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('template') / 'template.db'}"
+    with empty_database(request.param, tmp_path_factory.mktemp("template")) as url:
         upgrade_to_head(url)
         yield url
-        return
-    schema = f"test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(os.environ["TEST_DATABASE_URL"])
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        url = postgres_url(schema)
-        upgrade_to_head(url)
-        yield url
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 @pytest.fixture

@@ -1,0 +1,148 @@
+"""System tests: the real server as a user deploys it (`uvicorn main:app --workers 4`),
+driven over HTTP, on SQLite and (with TEST_DATABASE_URL) PostgreSQL."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx2
+import pytest
+
+from conftest import BACKENDS, PASSWORD, TEST_SECRET, empty_database
+from database import upgrade_to_head
+from manage import create_admin
+from settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+WORKERS = 4
+FIGURES: list[str] = []
+
+
+def report(line: str) -> None:
+    """A figure for the CI log, printed at the end of the run."""
+    FIGURES.append(line)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if FIGURES:
+        terminalreporter.section("system test figures")
+        for line in FIGURES:
+            terminalreporter.write_line(line)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`uvicorn main:app --workers N` in its own process group, logging to a file."""
+
+    def __init__(self, database_url: str, log_path: Path, workers: int = WORKERS) -> None:
+        self.database_url = database_url
+        self.log_path = log_path
+        self.workers = workers
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+        self._ready_lines = 0
+
+    def start(self) -> "Server":
+        env = {
+            **os.environ,
+            "DATABASE_URL": self.database_url,
+            "SECRET_KEY": TEST_SECRET,
+            "LOG_LEVEL": "INFO",
+        }
+        command = [sys.executable, "-m", "uvicorn", "main:app", "--port", str(self.port)]
+        command += ["--workers", str(self.workers)]
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                command,
+                cwd=REPO,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        # Ready when every worker (not only the first to bind) has finished its start-up.
+        self._ready_lines += self.workers
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.log_path.read_text()
+            if self.log_path.read_text().count("Application startup complete") >= self._ready_lines:
+                return self
+            time.sleep(0.1)
+        raise AssertionError(f"server did not start:\n{self.log_path.read_text()}")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, sig)
+            self.process.wait(timeout=30)
+        self.process = None
+
+    def request(self, method: str, path: str, **kwargs) -> httpx2.Response:
+        """One request on a fresh connection, so the load spreads over every worker."""
+        headers = {"Connection": "close", **kwargs.pop("headers", {})}
+        return httpx2.request(method, self.base_url + path, headers=headers, timeout=60, **kwargs)
+
+    def login(self, email: str, password: str = PASSWORD) -> dict[str, str]:
+        body = {"email": email, "password": password}
+        response = self.request("POST", "/auth/login", json=body)
+        assert response.status_code == 200, response.text
+        return {"Authorization": f"Bearer {response.json()['access_token']}"}
+
+    def signup(self, email: str) -> dict[str, str]:
+        body = {"name": "Load", "email": email, "password": PASSWORD}
+        response = self.request("POST", "/auth/signup", json=body)
+        assert response.status_code == 201, response.text
+        return self.login(email)
+
+    def problems(self) -> list[str]:
+        """Log lines that show a 5xx answer, a crash, or a locked database."""
+        return [
+            line
+            for line in self.log_path.read_text().splitlines()
+            if "database is locked" in line
+            or "Traceback" in line
+            or any(f'" {code} ' in line for code in range(500, 600))
+        ]
+
+
+def concurrently(calls: list[Callable[[], object]]) -> list:
+    """Run the calls at once, each in its own thread; results in order."""
+    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+        return list(pool.map(lambda call: call(), calls))
+
+
+@pytest.fixture(params=BACKENDS)
+def system_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A migrated database holding an admin (admin@example.com)."""
+    with empty_database(request.param, tmp_path) as url:
+        upgrade_to_head(url)
+        settings = Settings(_env_file=None, database_url=url, secret_key=TEST_SECRET)
+        create_admin(settings, "admin@example.com", "Admin", password_source=lambda: PASSWORD)
+        yield url
+
+
+@pytest.fixture
+def server(system_database: str, tmp_path: Path) -> Iterator[Server]:
+    """A running 4-worker server with an admin and two products (ids 1 and 2)."""
+    running = Server(system_database, tmp_path / "server.log").start()
+    try:
+        admin = running.login("admin@example.com")
+        for name, price in [("Coffee", "12.50"), ("Tea", "3.99")]:
+            body = {"name": name, "price": price}
+            response = running.request("POST", "/product", json=body, headers=admin)
+            assert response.status_code == 201, response.text
+        yield running
+    finally:
+        running.stop()
+    assert running.problems() == []
