@@ -1,9 +1,9 @@
 """Behaviour every route shares: method handling, body limits, malformed requests."""
 
 import pytest
-from conftest import Account
 from fastapi.testclient import TestClient
 
+from conftest import Account
 from middleware import MAX_BODY_BYTES
 
 

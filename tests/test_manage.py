@@ -5,8 +5,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import PASSWORD, login, signup
 from fastapi.testclient import TestClient
+
+from conftest import PASSWORD, login, signup
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -9,10 +9,10 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from conftest import BACKENDS, TEST_SECRET
 from fastapi.testclient import TestClient
 from sqlalchemy import inspect
 
+from conftest import BACKENDS, TEST_SECRET
 from database import alembic_config, current_revision, head_revision, make_engine, upgrade_to_head
 from main import create_app
 from models import Base

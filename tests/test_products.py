@@ -1,6 +1,7 @@
 import pytest
-from conftest import Account
 from fastapi.testclient import TestClient
+
+from conftest import Account
 
 
 def create(client: TestClient, admin: Account, **body: object):
