@@ -24,6 +24,23 @@ from settings import Settings
 TEST_SECRET = "test-only-secret-key-of-at-least-32-bytes"
 PASSWORD = "correct horse battery"
 BACKENDS = ["sqlite"] + (["postgresql"] if os.environ.get("TEST_DATABASE_URL") else [])
+FIGURES: list[str] = []
+
+
+def report(line: str) -> None:
+    """A figure for the CI log (races won, orders kept, requests fuzzed), printed at the end."""
+    FIGURES.append(line)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    terminalreporter.section("figures")
+    terminalreporter.write_line(f"backends: {', '.join(BACKENDS)}")
+    for line in FIGURES:
+        terminalreporter.write_line(line)
+
+
+def backend_of(url: str) -> str:
+    return "sqlite" if url.startswith("sqlite") else "postgresql"
 
 
 def postgres_url(schema: str) -> str:

@@ -21,19 +21,6 @@ from settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 WORKERS = 4
-FIGURES: list[str] = []
-
-
-def report(line: str) -> None:
-    """A figure for the CI log, printed at the end of the run."""
-    FIGURES.append(line)
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if FIGURES:
-        terminalreporter.section("system test figures")
-        for line in FIGURES:
-            terminalreporter.write_line(line)
 
 
 def free_port() -> int:

@@ -3,7 +3,8 @@
 import uuid
 from collections import Counter
 
-from tests.system.conftest import Server, concurrently, report
+from conftest import backend_of, report
+from tests.system.conftest import Server, concurrently
 
 ONE_ITEM = {"items": [{"product_id": 1, "quantity": 1}]}
 
@@ -30,7 +31,7 @@ def test_racing_transitions_have_exactly_one_winner(server: Server) -> None:
         history = server.request("GET", f"/order/{order['id']}/history", headers=user).json()
         assert [h["from_status"] for h in history] == [None, "pending"]
     report(
-        f"{server.database_url.split(':')[0]}: {rounds} orders x 20 racing transitions: "
+        f"{backend_of(server.database_url)}: {rounds} orders x 20 racing transitions: "
         "exactly one 200 each"
     )
 
@@ -44,14 +45,14 @@ def test_concurrent_idempotent_retries_make_one_order(server: Server) -> None:
     assert status_codes(responses) == {201: 1, 200: 9}
     assert len({r.json()["id"] for r in responses}) == 1
     assert server.request("GET", "/order", headers=user).json()["total"] == 1
-    report(f"{server.database_url.split(':')[0]}: 10 concurrent retries of one key: 1 order")
+    report(f"{backend_of(server.database_url)}: 10 concurrent retries of one key: 1 order")
 
 
 def test_concurrent_signups_with_one_email(server: Server) -> None:
     body = {"name": "Twin", "email": "twin@example.com", "password": "correct horse battery"}
     responses = concurrently([lambda: server.request("POST", "/auth/signup", json=body)] * 10)
     assert status_codes(responses) == {201: 1, 409: 9}
-    report(f"{server.database_url.split(':')[0]}: 10 concurrent signups of one email: one 201")
+    report(f"{backend_of(server.database_url)}: 10 concurrent signups of one email: one 201")
 
 
 def test_concurrent_orders_are_all_counted(server: Server) -> None:
@@ -69,7 +70,7 @@ def test_concurrent_orders_are_all_counted(server: Server) -> None:
         assert server.request("GET", "/order", headers=user).json()["total"] == 10
     admin = server.login("admin@example.com")
     assert server.request("GET", "/order", headers=admin).json()["total"] == 50
-    report(f"{server.database_url.split(':')[0]}: 50 concurrent orders by 5 users: 50 stored")
+    report(f"{backend_of(server.database_url)}: 50 concurrent orders by 5 users: 50 stored")
 
 
 def test_login_throttling_holds_across_workers(server: Server) -> None:
@@ -81,4 +82,4 @@ def test_login_throttling_holds_across_workers(server: Server) -> None:
     response = server.request("POST", "/auth/login", json=right)
     assert response.status_code == 429
     assert 0 < int(response.headers["Retry-After"]) <= 900
-    report(f"{server.database_url.split(':')[0]}: 6th login across 4 workers: 429")
+    report(f"{backend_of(server.database_url)}: 6th login across 4 workers: 429")

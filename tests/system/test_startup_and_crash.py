@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from conftest import BACKENDS, empty_database
+from conftest import BACKENDS, backend_of, empty_database, report
 from database import current_revision, head_revision, make_engine
-from tests.system.conftest import Server, report
+from tests.system.conftest import Server
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -71,6 +71,6 @@ def test_sigkill_mid_load_loses_no_acknowledged_order(server: Server) -> None:
         assert after.status_code == 200
         assert after.json() == before
     report(
-        f"{server.database_url.split(':')[0]}: SIGKILL mid-load: "
+        f"{backend_of(server.database_url)}: SIGKILL mid-load: "
         f"{len(acknowledged)} acknowledged orders, all intact after restart"
     )
