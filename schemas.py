@@ -41,7 +41,13 @@ def _no_control_chars(value: str, allowed: str = "") -> str:
 
 
 def _single_line(value: str) -> str:
-    return _no_control_chars(_encodable(value))
+    value = _no_control_chars(_encodable(value))
+    if any(unicodedata.category(c) in ("Zl", "Zp") for c in value):
+        raise ValueError("must be a single line")
+    # A name of only invisible characters (zero-width spaces, joiners) is an empty name.
+    if all(c.isspace() or unicodedata.category(c) == "Cf" for c in value):
+        raise ValueError("must contain visible characters")
+    return value
 
 
 def _multi_line(value: str) -> str:

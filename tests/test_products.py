@@ -160,3 +160,10 @@ def test_missing_product_is_404(client: TestClient, admin: Account) -> None:
 @pytest.mark.parametrize("product_id", ["abc", "0", "-1", str(2**31), "1.5"])
 def test_bad_product_ids_are_422(client: TestClient, product_id: str) -> None:
     assert client.get(f"/product/{product_id}").status_code == 422
+
+
+@pytest.mark.parametrize("name", ["\u200b", "\u200b \u200d", "Two\u2028lines"])
+def test_invisible_or_multi_line_names_are_422(
+    client: TestClient, admin: Account, name: str
+) -> None:
+    assert create(client, admin, name=name, price="1.00").status_code == 422
