@@ -104,7 +104,7 @@ def logout(body: RefreshRequest, db: SessionDep, settings: SettingsDep) -> Respo
 
 
 @router.get("/me", response_model=UserPublic, responses=responses(401))
-def me(user: CurrentUser) -> User:
+async def me(user: CurrentUser) -> UserPublic:
     return user
 
 
@@ -130,7 +130,7 @@ def list_users(_admin: AdminUser, db: SessionDep, page: Pagination) -> Page[User
     "/users/{user_id}", response_model=UserPublic, responses=responses(401, 403, 404, 409)
 )
 def update_user(user_id: PathId, body: UserUpdate, admin: AdminUser, db: SessionDep) -> User:
-    user = db.get(User, user_id)
+    user = auth_service.update_user(db, admin, user_id, body)
     if user is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="User not found")
-    return auth_service.update_user(db, admin, user, body)
+    return user

@@ -10,15 +10,16 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import case, delete, func, literal, select, update
+from sqlalchemy import bindparam, case, delete, func, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 import security
+from database import begin_write
 from errors import Conflict
 from models import LoginThrottle, RefreshToken, User, utcnow
-from schemas import TokenPair, UserCreate, UserUpdate
+from schemas import TokenPair, UserCreate, UserPublic, UserUpdate
 from security import InvalidToken, TokenType
 from settings import Settings
 
@@ -28,9 +29,22 @@ class Throttled(Exception):
     retry_after: int
 
 
+# Loaded on every authenticated request, so built once: constructing a statement costs more
+# than running it.
+_ACTIVE_USER = select(
+    User.id, User.name, User.email, User.is_active, User.is_admin, User.created_at
+).where(User.id == bindparam("user_id"), User.is_active)
+
+
+def active_user(db: Session, user_id: int) -> UserPublic | None:
+    row = db.connection().execute(_ACTIVE_USER, {"user_id": user_id}).one_or_none()
+    return None if row is None else UserPublic.model_construct(**row._mapping)
+
+
 def signup(db: Session, data: UserCreate) -> User:
     password_hash = security.hash_password(data.password)
     user = User(name=data.name, email=data.email, password_hash=password_hash)
+    begin_write(db)
     db.add(user)
     try:
         db.commit()
@@ -48,6 +62,7 @@ def authenticate(db: Session, settings: Settings, email: str, password: str) -> 
     """
     window = timedelta(seconds=settings.login_window_seconds)
     now = utcnow()
+    begin_write(db)
     failures, started = _count_attempt(db, email, now, window)
     user = db.scalar(select(User).where(User.email == email))
     db.commit()
@@ -61,6 +76,7 @@ def authenticate(db: Session, settings: Settings, email: str, password: str) -> 
     if not valid:
         return None
 
+    begin_write(db)
     db.execute(delete(LoginThrottle).where(LoginThrottle.email == email))
     if new_hash is not None:
         user.password_hash = new_hash
@@ -89,33 +105,38 @@ def _count_attempt(
     return failures, started
 
 
-def issue_tokens(
-    db: Session, settings: Settings, user: User, *, family: str | None = None
-) -> TokenPair:
+def issue_tokens(db: Session, settings: Settings, user: User) -> TokenPair:
+    begin_write(db)
+    tokens = _add_token_pair(db, settings, user.id, family=uuid.uuid4().hex)
+    db.commit()
+    return tokens
+
+
+def _add_token_pair(db: Session, settings: Settings, user_id: int, *, family: str) -> TokenPair:
+    """A new access token, and a refresh token of `family` recorded in the open transaction."""
     access_lifetime = timedelta(minutes=settings.access_token_minutes)
     access, _ = security.create_token(
-        user_id=user.id,
+        user_id=user_id,
         type=TokenType.access,
         lifetime=access_lifetime,
         secret_key=settings.secret_key,
     )
     refresh, claims = security.create_token(
-        user_id=user.id,
+        user_id=user_id,
         type=TokenType.refresh,
         lifetime=timedelta(days=settings.refresh_token_days),
         secret_key=settings.secret_key,
-        family=family or uuid.uuid4().hex,
+        family=family,
     )
     db.add(
         RefreshToken(
             jti=claims.jti,
-            user_id=user.id,
-            family_id=claims.family,
+            user_id=user_id,
+            family_id=family,
             issued_at=claims.issued_at,
             expires_at=claims.expires_at,
         )
     )
-    db.commit()
     return TokenPair(
         access_token=access,
         refresh_token=refresh,
@@ -136,6 +157,7 @@ def rotate(db: Session, settings: Settings, refresh_token: str) -> TokenPair | N
     except InvalidToken:
         return None
     now = utcnow()
+    begin_write(db)
     family = db.scalar(
         update(RefreshToken)
         .where(
@@ -154,11 +176,12 @@ def rotate(db: Session, settings: Settings, refresh_token: str) -> TokenPair | N
         db.commit()
         return None
 
-    user = db.get(User, claims.user_id)
-    if user is None or not user.is_active:
+    if not db.scalar(select(User.is_active).where(User.id == claims.user_id)):
         db.rollback()
         return None
-    return issue_tokens(db, settings, user, family=family)
+    tokens = _add_token_pair(db, settings, claims.user_id, family=family)
+    db.commit()
+    return tokens
 
 
 def _revoke_family(db: Session, family: str, now: datetime) -> None:
@@ -174,6 +197,7 @@ def logout(db: Session, settings: Settings, refresh_token: str) -> None:
     claims = security.decode_token(
         refresh_token, expected=TokenType.refresh, secret_key=settings.secret_key
     )
+    begin_write(db)
     db.execute(
         update(RefreshToken)
         .where(RefreshToken.jti == claims.jti, RefreshToken.revoked_at.is_(None))
@@ -182,13 +206,14 @@ def logout(db: Session, settings: Settings, refresh_token: str) -> None:
     db.commit()
 
 
-def change_password(db: Session, user: User, current: str, new: str) -> bool:
+def change_password(db: Session, user: UserPublic, current: str, new: str) -> bool:
     """Set a new password and revoke every refresh token; False if `current` is wrong."""
-    db.commit()  # end the transaction that loaded the user before hashing
-    valid, _ = security.verify_password(current, user.password_hash)
-    if not valid:
+    password_hash = db.scalar(select(User.password_hash).where(User.id == user.id))
+    db.commit()  # end the transaction before hashing
+    if password_hash is None or not security.verify_password(current, password_hash)[0]:
         return False
     new_hash = security.hash_password(new)
+    begin_write(db)
     db.execute(update(User).where(User.id == user.id).values(password_hash=new_hash))
     db.execute(
         update(RefreshToken)
@@ -205,8 +230,12 @@ def list_users(db: Session, *, limit: int, offset: int) -> tuple[list[User], int
     return list(users), total
 
 
-def update_user(db: Session, actor: User, user: User, changes: UserUpdate) -> User:
+def update_user(db: Session, actor: UserPublic, user_id: int, changes: UserUpdate) -> User | None:
     values = changes.changes()
+    begin_write(db)
+    user = db.get(User, user_id)
+    if user is None:
+        return None
     if user.id == actor.id and False in (values.get("is_admin"), values.get("is_active")):
         raise Conflict("Admins cannot remove their own admin or active flag")
     for name, value in values.items():

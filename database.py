@@ -2,24 +2,78 @@
 
 import logging
 import sqlite3
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy_utils import ChoiceType
+from starlette.concurrency import run_in_threadpool
 
 from models import UTCDateTime
 from settings import BASE_DIR, Settings
 
 log = logging.getLogger("orders.database")
 
-# Marks connections whose transactions take SQLite's write lock up front (BEGIN IMMEDIATE).
-# A deferred transaction that reads and then writes fails with "database is locked" as soon
-# as another process committed in between; taking the lock first makes writers queue instead.
+P = ParamSpec("P")
+T = TypeVar("T")
+
+# Marks connections whose transactions write. On SQLite they start with BEGIN IMMEDIATE, which
+# takes the database's write lock up front: a deferred transaction that reads and then writes
+# fails with "database is locked" as soon as another process committed in between.
 IMMEDIATE = "sqlite_begin_immediate"
+
+_WRITE_LOCKS: dict[str, threading.Lock] = {}
+
+
+class _SQLiteConnection(sqlite3.Connection):
+    """A connection that holds its process's write lock from BEGIN IMMEDIATE to COMMIT.
+
+    SQLite's busy handler makes waiting writers poll with sleeps of up to 100 ms, so under
+    load some wait for seconds while others get through. Queueing the writers of one process
+    on a lock first leaves the busy handler only the contention between processes.
+    """
+
+    write_lock: threading.Lock
+    lock_timeout: float
+    _holding = False
+
+    def begin_write(self) -> None:
+        if not self.write_lock.acquire(timeout=self.lock_timeout):
+            raise sqlite3.OperationalError("database is locked (write queue timed out)")
+        self._holding = True
+        try:
+            self.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self._release()
+            raise
+
+    def _release(self) -> None:
+        if self._holding:
+            self._holding = False
+            self.write_lock.release()
+
+    def commit(self) -> None:
+        try:
+            super().commit()
+        finally:
+            self._release()
+
+    def rollback(self) -> None:
+        try:
+            super().rollback()
+        finally:
+            self._release()
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._release()
 
 
 def make_engine(
@@ -35,15 +89,23 @@ def make_engine(
     engine = create_engine(
         url,
         pool_size=pool_size,
-        max_overflow=0,
-        pool_timeout=busy_timeout_ms / 1000,
-        connect_args={"check_same_thread": False, "timeout": busy_timeout_ms / 1000},
+        # SQLite connections are cheap, and a request must never wait for one: waiting
+        # here could stall the event loop, which runs SQLite reads inline.
+        max_overflow=-1,
+        connect_args={
+            "check_same_thread": False,
+            "timeout": busy_timeout_ms / 1000,
+            "factory": _SQLiteConnection,
+        },
     )
+    write_lock = _WRITE_LOCKS.setdefault(str(engine.url.database), threading.Lock())
 
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: sqlite3.Connection, _record: object) -> None:
-        # Take transaction control away from the sqlite3 module; "begin" below emits BEGIN.
+    def _on_connect(dbapi_connection: _SQLiteConnection, _record: object) -> None:
+        # Take transaction control away from the sqlite3 module; "begin" below decides.
         dbapi_connection.isolation_level = None
+        dbapi_connection.write_lock = write_lock
+        dbapi_connection.lock_timeout = busy_timeout_ms / 1000
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         # WAL + NORMAL survives a crash of the process (not of the OS) without an fsync per commit.
@@ -54,14 +116,37 @@ def make_engine(
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        immediate = conn.get_execution_options().get(IMMEDIATE, False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        # Reads run without BEGIN: in WAL mode each SELECT sees a consistent snapshot by
+        # itself, and skipping BEGIN/ROLLBACK halves the statements of a read request.
+        if conn.get_execution_options().get(IMMEDIATE, False):
+            conn.connection.dbapi_connection.begin_write()  # type: ignore[union-attr]
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _writes_only_in_write_transactions(
+        conn: Connection, _cursor: object, statement: str, *_args: object
+    ) -> None:
+        if statement[:6].upper() in _WRITES and not conn.get_execution_options().get(IMMEDIATE):
+            raise RuntimeError("a write outside begin_write(): it would not be atomic")
 
     return engine
 
 
+_WRITES = frozenset({"INSERT", "UPDATE", "DELETE"})
+
+
+def begin_write(session: Session) -> None:
+    """Start the session's write transaction; every unit of work that writes calls this first.
+
+    Whatever the session read before is committed (it was only reads), so the write lock is
+    taken only now and held only until the commit.
+    """
+    if session.in_transaction():
+        session.commit()
+    session.connection(execution_options={IMMEDIATE: True})
+
+
 class Database:
-    """One engine and two session factories: read transactions and write transactions."""
+    """The engine and the session factory of one database."""
 
     def __init__(self, settings: Settings) -> None:
         self.url = settings.database_url
@@ -70,13 +155,22 @@ class Database:
             pool_size=settings.db_pool_size,
             busy_timeout_ms=settings.sqlite_busy_timeout_ms,
         )
-        self._reader = sessionmaker(self.engine, expire_on_commit=False)
-        self._writer = sessionmaker(
-            self.engine.execution_options(**{IMMEDIATE: True}), expire_on_commit=False
-        )
+        # In-process SQLite reads cost less than a hop to a worker thread.
+        self.inline_reads = self.engine.dialect.name == "sqlite"
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
-    def session(self, *, write: bool) -> Session:
-        return (self._writer if write else self._reader)()
+    def session(self) -> Session:
+        return self._sessions()
+
+    async def read(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run a read-only function of the database from async code.
+
+        SQLite runs in this process and a read never waits for a lock in WAL mode, so it is
+        called inline; anything with a network round trip (PostgreSQL) goes to the thread pool.
+        """
+        if self.inline_reads:
+            return fn(*args, **kwargs)
+        return await run_in_threadpool(fn, *args, **kwargs)
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -155,7 +249,9 @@ def ensure_sqlite_directory(url: str) -> None:
 
 
 @contextmanager
-def session_scope(db: Database, *, write: bool = True) -> Iterator[Session]:
-    """A session outside a request (CLI, scripts): commit on success, roll back on error."""
-    with db.session(write=write) as session, session.begin():
+def write_session(db: Database) -> Iterator[Session]:
+    """A write transaction outside a request (CLI, scripts): commit, or roll back on error."""
+    with db.session() as session:
+        begin_write(session)
         yield session
+        session.commit()

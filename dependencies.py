@@ -1,6 +1,6 @@
 """What routes receive by injection: settings, a database session, the caller, their order."""
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -8,27 +8,35 @@ from fastapi import Depends, HTTPException, Path, Query, Request, status
 from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy.orm import Session
 
-import order_service
+import auth_service
+import order_queries
 import security
 from database import Database
-from models import MAX_ID, Order, User
-from schemas import MAX_PAGE_SIZE
+from models import MAX_ID
+from schemas import MAX_PAGE_SIZE, OrderPublic, UserPublic
 from settings import Settings
-
-READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/auth/login-form", auto_error=False)
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_db(request: Request) -> Iterator[Session]:
-    database: Database = request.app.state.db
-    # Requests that may write start their transactions with the write lock on SQLite.
-    with database.session(write=request.method not in READ_METHODS) as session:
+async def get_database(request: Request) -> Database:
+    return request.app.state.db
+
+
+DatabaseDep = Annotated[Database, Depends(get_database)]
+
+
+async def get_db(database: DatabaseDep) -> AsyncIterator[Session]:
+    # Opening a session does no I/O; closing may (a rollback), so it is a read call.
+    session = database.session()
+    try:
         yield session
+    finally:
+        await database.read(session.close)
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
@@ -41,9 +49,12 @@ def unauthorized(detail: str) -> HTTPException:
     )
 
 
-def get_current_user(
-    token: Annotated[str | None, Depends(oauth2_scheme)], db: SessionDep, settings: SettingsDep
-) -> User:
+async def get_current_user(
+    token: Annotated[str | None, Depends(oauth2_scheme)],
+    db: SessionDep,
+    database: DatabaseDep,
+    settings: SettingsDep,
+) -> UserPublic:
     if not token:
         raise unauthorized("Not authenticated")
     try:
@@ -52,36 +63,38 @@ def get_current_user(
         )
     except security.InvalidToken:
         raise unauthorized("Invalid or expired token") from None
-    user = db.get(User, claims.user_id)
     # Checked on every request: deactivating a user locks them out at once.
-    if user is None or not user.is_active:
+    user = await database.read(auth_service.active_user, db, claims.user_id)
+    if user is None:
         raise unauthorized("Invalid or expired token")
     return user
 
 
-CurrentUser = Annotated[User, Depends(get_current_user)]
+CurrentUser = Annotated[UserPublic, Depends(get_current_user)]
 
 
-def get_admin_user(user: CurrentUser) -> User:
+async def get_admin_user(user: CurrentUser) -> UserPublic:
     if not user.is_admin:
         raise HTTPException(status.HTTP_403_FORBIDDEN, detail="Admin privileges required")
     return user
 
 
-AdminUser = Annotated[User, Depends(get_admin_user)]
+AdminUser = Annotated[UserPublic, Depends(get_admin_user)]
 
 PathId = Annotated[int, Path(gt=0, le=MAX_ID, description="A positive integer id")]
 
 
-def get_owned_order(order_id: PathId, db: SessionDep, user: CurrentUser) -> Order:
+async def get_owned_order(
+    order_id: PathId, db: SessionDep, database: DatabaseDep, user: CurrentUser
+) -> OrderPublic:
     """The order, if the caller owns it or is an admin; otherwise 404 (existence is not leaked)."""
-    order = order_service.get_order(db, order_id)
+    order = await database.read(order_queries.get, db, order_id)
     if order is None or (order.user_id != user.id and not user.is_admin):
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="Order not found")
     return order
 
 
-OwnedOrder = Annotated[Order, Depends(get_owned_order)]
+OwnedOrder = Annotated[OrderPublic, Depends(get_owned_order)]
 
 
 MAX_OFFSET = 1_000_000_000

@@ -9,7 +9,7 @@ from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import select
 
 import security
-from database import Database, session_scope, upgrade_to_head
+from database import Database, upgrade_to_head, write_session
 from models import User
 from schemas import Email, Line, Password
 from settings import Settings
@@ -32,14 +32,14 @@ def create_admin(settings: Settings, email: str, name: str, password_source=read
     upgrade_to_head(settings.database_url)
     db = Database(settings)
     try:
-        with session_scope(db) as session:
+        with write_session(db) as session:
             user = session.scalar(select(User).where(User.email == email))
             if user is not None:
                 user.is_admin = True
                 return f"{email} is now an admin"
         password = TypeAdapter(Password).validate_python(password_source())
         password_hash = security.hash_password(password)
-        with session_scope(db) as session:
+        with write_session(db) as session:
             session.add(User(email=email, name=name, password_hash=password_hash, is_admin=True))
         return f"Created admin {email}"
     finally:

@@ -4,10 +4,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, HTTPException, Query, Response, status
 
+import order_queries
 import order_service
 from dependencies import CurrentUser, OwnedOrder, Pagination, PathId, SessionDep
 from errors import responses
-from models import MAX_ID, Order, OrderStatus
+from models import MAX_ID, OrderStatus
 from schemas import OrderCreate, OrderItemIn, OrderPublic, Page, StatusChangePublic
 
 router = APIRouter(prefix="/order", tags=["order"], responses=responses(401))
@@ -36,7 +37,7 @@ def create_order(
     db: SessionDep,
     response: Response,
     idempotency_key: IdempotencyKey = None,
-) -> Order:
+) -> OrderPublic:
     order, replayed = order_service.create_order(db, user, body.items, idempotency_key)
     if replayed:
         response.status_code = status.HTTP_200_OK
@@ -54,7 +55,7 @@ def list_orders(
 ) -> Page[OrderPublic]:
     if user_id is not None and not user.is_admin:
         raise HTTPException(status.HTTP_403_FORBIDDEN, detail="Only admins may filter by user")
-    orders, total = order_service.list_orders(
+    orders, total = order_queries.page(
         db,
         user_id=user_id if user.is_admin else user.id,
         status=status_filter,
@@ -62,7 +63,7 @@ def list_orders(
         offset=page.offset,
     )
     return Page[OrderPublic](
-        items=[OrderPublic.model_validate(o) for o in orders],
+        items=orders,
         total=total,
         limit=page.limit,
         offset=page.offset,
@@ -70,7 +71,7 @@ def list_orders(
 
 
 @router.get("/{order_id}", response_model=OrderPublic, responses=responses(404))
-def get_order(order: OwnedOrder) -> Order:
+async def get_order(order: OwnedOrder) -> OrderPublic:
     return order
 
 
@@ -80,29 +81,29 @@ def get_order(order: OwnedOrder) -> Order:
     response_model=OrderPublic,
     responses=responses(404, 409),
 )
-def add_item(order: OwnedOrder, body: OrderItemIn, db: SessionDep) -> Order:
-    return order_service.add_item(db, order, body.product_id, body.quantity)
+def add_item(order: OwnedOrder, body: OrderItemIn, db: SessionDep) -> OrderPublic:
+    return order_service.add_item(db, order.id, body.product_id, body.quantity)
 
 
 @router.delete(
     "/{order_id}/items/{item_id}", response_model=OrderPublic, responses=responses(404, 409)
 )
-def remove_item(order: OwnedOrder, item_id: PathId, db: SessionDep) -> Order:
-    return order_service.remove_item(db, order, item_id)
+def remove_item(order: OwnedOrder, item_id: PathId, db: SessionDep) -> OrderPublic:
+    return order_service.remove_item(db, order.id, item_id)
 
 
 @router.post("/{order_id}/cancel", response_model=OrderPublic, responses=responses(404, 409))
-def cancel_order(order: OwnedOrder, user: CurrentUser, db: SessionDep) -> Order:
-    return order_service.change_status(db, order, user, OrderStatus.cancelled)
+def cancel_order(order: OwnedOrder, user: CurrentUser, db: SessionDep) -> OrderPublic:
+    return order_service.change_status(db, order.id, user, OrderStatus.cancelled)
 
 
 @router.post("/{order_id}/finish", response_model=OrderPublic, responses=responses(404, 409))
-def finish_order(order: OwnedOrder, user: CurrentUser, db: SessionDep) -> Order:
-    return order_service.change_status(db, order, user, OrderStatus.finished)
+def finish_order(order: OwnedOrder, user: CurrentUser, db: SessionDep) -> OrderPublic:
+    return order_service.change_status(db, order.id, user, OrderStatus.finished)
 
 
 @router.get(
     "/{order_id}/history", response_model=list[StatusChangePublic], responses=responses(404)
 )
 def order_history(order: OwnedOrder, db: SessionDep) -> list:
-    return order_service.history(db, order)
+    return order_service.history(db, order.id)

@@ -10,10 +10,12 @@ import hashlib
 import json
 from collections.abc import Sequence
 
-from sqlalchemy import exists, func, select, update
+from sqlalchemy import exists, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session
 
+import order_queries
+from database import begin_write
 from errors import Conflict, NotFound, Unprocessable
 from models import (
     MAX_QUANTITY,
@@ -23,10 +25,9 @@ from models import (
     OrderStatus,
     OrderStatusChange,
     Product,
-    User,
     utcnow,
 )
-from schemas import OrderItemIn
+from schemas import OrderItemIn, OrderPublic, UserPublic
 
 TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
     OrderStatus.pending: frozenset({OrderStatus.cancelled, OrderStatus.finished}),
@@ -35,53 +36,22 @@ TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
 }
 
 
-def get_order(db: Session, order_id: int) -> Order | None:
-    return db.scalar(
-        select(Order)
-        .where(Order.id == order_id)
-        .options(selectinload(Order.items))
-        .execution_options(populate_existing=True)
-    )
-
-
-def list_orders(
-    db: Session,
-    *,
-    user_id: int | None,
-    status: OrderStatus | None,
-    limit: int,
-    offset: int,
-) -> tuple[list[Order], int]:
-    query = select(Order)
-    if user_id is not None:
-        query = query.where(Order.user_id == user_id)
-    if status is not None:
-        query = query.where(Order.status == status)
-    total = db.scalar(select(func.count()).select_from(query.subquery())) or 0
-    orders = db.scalars(
-        query.options(selectinload(Order.items))
-        .order_by(Order.id.desc())
-        .limit(limit)
-        .offset(offset)
-    ).all()
-    return list(orders), total
-
-
-def history(db: Session, order: Order) -> list[OrderStatusChange]:
+def history(db: Session, order_id: int) -> list[OrderStatusChange]:
     return list(
         db.scalars(
             select(OrderStatusChange)
-            .where(OrderStatusChange.order_id == order.id)
+            .where(OrderStatusChange.order_id == order_id)
             .order_by(OrderStatusChange.id)
         )
     )
 
 
 def create_order(
-    db: Session, user: User, items: Sequence[OrderItemIn], idempotency_key: str | None = None
-) -> tuple[Order, bool]:
+    db: Session, user: UserPublic, items: Sequence[OrderItemIn], idempotency_key: str | None = None
+) -> tuple[OrderPublic, bool]:
     """Place an order; returns it and whether it was replayed for a repeated idempotency key."""
     fingerprint = _fingerprint(items)
+    begin_write(db)
     if idempotency_key is not None:
         replay = _replay(db, user, idempotency_key, fingerprint)
         if replay is not None:
@@ -124,22 +94,22 @@ def create_order(
         if replay is None:
             raise
         return replay, True
-    return order, False
+    return OrderPublic.model_validate(order), False
 
 
-def add_item(db: Session, order: Order, product_id: int, quantity: int) -> Order:
+def add_item(db: Session, order_id: int, product_id: int, quantity: int) -> OrderPublic:
     """Add a product to a pending order, or raise the quantity of its existing line."""
-    _lock_pending(db, order)
+    _lock_pending(db, order_id)
     product = db.get(Product, product_id)
     if product is None or not product.is_active:
         raise _unavailable(["body", "product_id"], product_id)
     line = db.scalar(
-        select(OrderItem).where(OrderItem.order_id == order.id, OrderItem.product_id == product_id)
+        select(OrderItem).where(OrderItem.order_id == order_id, OrderItem.product_id == product_id)
     )
     if line is None:
         db.add(
             OrderItem(
-                order_id=order.id, product=product, quantity=quantity, unit_price=product.price
+                order_id=order_id, product=product, quantity=quantity, unit_price=product.price
             )
         )
     elif line.quantity + quantity > MAX_QUANTITY:
@@ -148,47 +118,50 @@ def add_item(db: Session, order: Order, product_id: int, quantity: int) -> Order
         # The line keeps the unit price it was created with.
         line.quantity += quantity
     db.commit()
-    return _reloaded(db, order)
+    return _reloaded(db, order_id)
 
 
-def remove_item(db: Session, order: Order, item_id: int) -> Order:
-    _lock_pending(db, order)
+def remove_item(db: Session, order_id: int, item_id: int) -> OrderPublic:
+    _lock_pending(db, order_id)
     line = db.scalar(
-        select(OrderItem).where(OrderItem.id == item_id, OrderItem.order_id == order.id)
+        select(OrderItem).where(OrderItem.id == item_id, OrderItem.order_id == order_id)
     )
     if line is None:
         raise NotFound("Item not found in this order")
     db.delete(line)
     db.commit()
-    return _reloaded(db, order)
+    return _reloaded(db, order_id)
 
 
-def change_status(db: Session, order: Order, actor: User, target: OrderStatus) -> Order:
+def change_status(
+    db: Session, order_id: int, actor: UserPublic, target: OrderStatus
+) -> OrderPublic:
     """Move an order along an allowed transition; a compare-and-set decides concurrent races."""
     now = utcnow()
+    begin_write(db)
     sources = [source for source, targets in TRANSITIONS.items() if target in targets]
     for source in sources:
         moved = db.execute(
             update(Order)
-            .where(Order.id == order.id, Order.status == source)
+            .where(Order.id == order_id, Order.status == source)
             .values(status=target, updated_at=now)
         ).rowcount
         if moved:
             break
     else:
-        current = db.scalar(select(Order.status).where(Order.id == order.id))
+        current = db.scalar(select(Order.status).where(Order.id == order_id))
         db.rollback()
         raise Conflict(f"Order is {current}; only a pending order can be {target}")
 
     if target is OrderStatus.finished and not db.scalar(
-        select(exists().where(OrderItem.order_id == order.id))
+        select(exists().where(OrderItem.order_id == order_id))
     ):
         db.rollback()
         raise Conflict("An order without items cannot be finished")
 
     db.add(
         OrderStatusChange(
-            order_id=order.id,
+            order_id=order_id,
             from_status=source,
             to_status=target,
             changed_by=actor.id,
@@ -196,16 +169,17 @@ def change_status(db: Session, order: Order, actor: User, target: OrderStatus) -
         )
     )
     db.commit()
-    return _reloaded(db, order)
+    return _reloaded(db, order_id)
 
 
 # --- helpers ----------------------------------------------------------------------------
 
 
-def _lock_pending(db: Session, order: Order) -> None:
+def _lock_pending(db: Session, order_id: int) -> None:
+    begin_write(db)
     locked = db.execute(
         update(Order)
-        .where(Order.id == order.id, Order.status == OrderStatus.pending)
+        .where(Order.id == order_id, Order.status == OrderStatus.pending)
         .values(updated_at=utcnow())
     ).rowcount
     if not locked:
@@ -213,8 +187,8 @@ def _lock_pending(db: Session, order: Order) -> None:
         raise Conflict("Only a pending order can be changed")
 
 
-def _reloaded(db: Session, order: Order) -> Order:
-    fresh = get_order(db, order.id)
+def _reloaded(db: Session, order_id: int) -> OrderPublic:
+    fresh = order_queries.get(db, order_id)
     assert fresh is not None
     return fresh
 
@@ -247,7 +221,7 @@ def _fingerprint(items: Sequence[OrderItemIn]) -> str:
     return hashlib.sha256(body.encode()).hexdigest()
 
 
-def _replay(db: Session, user: User, key: str, fingerprint: str) -> Order | None:
+def _replay(db: Session, user: UserPublic, key: str, fingerprint: str) -> OrderPublic | None:
     stored = db.scalar(
         select(IdempotencyKey).where(IdempotencyKey.user_id == user.id, IdempotencyKey.key == key)
     )
@@ -259,7 +233,7 @@ def _replay(db: Session, user: User, key: str, fingerprint: str) -> Order | None
             loc=["header", "idempotency-key"],
             type="idempotency_key_reused",
         )
-    return get_order(db, stored.order_id)
+    return order_queries.get(db, stored.order_id)
 
 
 def _unavailable(loc: list[str | int], product_id: int) -> Unprocessable:

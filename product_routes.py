@@ -5,6 +5,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from database import begin_write
 from dependencies import AdminUser, PathId, SessionDep
 from errors import responses
 from models import Product
@@ -21,6 +22,7 @@ def _get(db: Session, product_id: int) -> Product:
 
 
 def _save(db: Session, product: Product) -> Product:
+    """Commit the open write transaction; a name clash is the only constraint a client can hit."""
     db.add(product)
     try:
         db.commit()
@@ -49,6 +51,7 @@ def get_product(product_id: PathId, db: SessionDep) -> Product:
     responses=responses(401, 403, 409),
 )
 def create_product(body: ProductCreate, _admin: AdminUser, db: SessionDep) -> Product:
+    begin_write(db)
     return _save(db, Product(**body.model_dump()))
 
 
@@ -58,6 +61,7 @@ def create_product(body: ProductCreate, _admin: AdminUser, db: SessionDep) -> Pr
 def update_product(
     product_id: PathId, body: ProductUpdate, _admin: AdminUser, db: SessionDep
 ) -> Product:
+    begin_write(db)
     product = _get(db, product_id)
     for name, value in body.changes().items():
         setattr(product, name, value)

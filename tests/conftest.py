@@ -16,7 +16,7 @@ from sqlalchemy.engine import make_url
 
 os.environ.setdefault("SECRET_KEY", "test-only-secret-key-of-at-least-32-bytes")
 
-from database import upgrade_to_head
+from database import IMMEDIATE, upgrade_to_head
 from main import create_app
 from models import Base
 from settings import Settings
@@ -149,7 +149,7 @@ def make_account(client: TestClient, email: str, *, admin: bool = False) -> Acco
     user_id = signup(client, email)
     if admin:
         db = client.app.state.db
-        with db.engine.begin() as conn:
+        with db.engine.execution_options(**{IMMEDIATE: True}).begin() as conn:
             conn.execute(text("UPDATE users SET is_admin = true WHERE id = :id"), {"id": user_id})
     tokens = login(client, email)
     return Account(user_id, email, PASSWORD, tokens["access_token"], tokens["refresh_token"])
