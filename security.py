@@ -28,7 +28,8 @@ pwd_context = CryptContext(
 )
 
 # Each hash holds 19 MiB while it runs; a burst of logins must not multiply that unboundedly.
-_hash_slots = threading.BoundedSemaphore(4)
+# The app sets the bound from PASSWORD_HASH_CONCURRENCY at start-up.
+_hash_slots = threading.BoundedSemaphore(1)
 
 
 def limit_hash_concurrency(n: int) -> None:

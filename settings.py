@@ -31,7 +31,10 @@ class Settings(BaseSettings):
     migrate_on_startup: bool = True
     login_max_failures: int = Field(default=5, gt=0)
     login_window_seconds: int = Field(default=15 * 60, gt=0)
-    password_hash_concurrency: int = Field(default=4, gt=0)
+    # Hashing is CPU-bound: more concurrent hashes than cores only add memory (19 MiB each).
+    password_hash_concurrency: int = Field(
+        default_factory=lambda: len(os.sched_getaffinity(0)), gt=0
+    )
     db_pool_size: int = Field(default=10, gt=0)
     sqlite_busy_timeout_ms: int = Field(default=30_000, ge=0)
     log_level: str = "INFO"
