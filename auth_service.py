@@ -57,26 +57,34 @@ def signup(db: Session, data: UserCreate) -> User:
 def authenticate(db: Session, settings: Settings, email: str, password: str) -> User | None:
     """The user whose credentials these are, or None; raises Throttled past the limit.
 
-    The attempt is counted before the password is checked, so concurrent guesses cannot
-    slip past the limit; a successful login then clears the count.
+    Only wrong passwords count, and a successful login clears the count, so several devices
+    logging in at once are never throttled. The count is read before the slow hash and
+    recorded after it; concurrent guesses are bounded by the hash pool meanwhile.
     """
     window = timedelta(seconds=settings.login_window_seconds)
     now = utcnow()
-    begin_write(db)
-    failures, started = _count_attempt(db, email, now, window)
+    throttle = db.get(LoginThrottle, email)
+    if (
+        throttle is not None
+        and throttle.failures >= settings.login_max_failures
+        and throttle.window_started_at > now - window
+    ):
+        retry_after = math.ceil((throttle.window_started_at + window - now).total_seconds())
+        raise Throttled(retry_after=max(1, retry_after))
     user = db.scalar(select(User).where(User.email == email))
-    db.commit()
-    if failures > settings.login_max_failures:
-        raise Throttled(retry_after=max(1, math.ceil((started + window - now).total_seconds())))
+    db.commit()  # end the read before hashing
 
     if user is None:
         security.verify_dummy(password)
-        return None
-    valid, new_hash = security.verify_password(password, user.password_hash)
-    if not valid:
-        return None
+        valid, new_hash = False, None
+    else:
+        valid, new_hash = security.verify_password(password, user.password_hash)
 
     begin_write(db)
+    if not valid:
+        _count_failure(db, email, utcnow(), window)
+        db.commit()
+        return None
     db.execute(delete(LoginThrottle).where(LoginThrottle.email == email))
     if new_hash is not None:
         user.password_hash = new_hash
@@ -84,25 +92,24 @@ def authenticate(db: Session, settings: Settings, email: str, password: str) -> 
     return user
 
 
-def _count_attempt(
-    db: Session, email: str, now: datetime, window: timedelta
-) -> tuple[int, datetime]:
-    """Add one attempt to the email's window (starting a new window if it expired), atomically."""
+def _count_failure(db: Session, email: str, now: datetime, window: timedelta) -> None:
+    """Add one failure to the email's window, or start a new window if it expired: one
+    atomic upsert, so failures reported by concurrent requests are all counted."""
     expired = LoginThrottle.window_started_at <= now - window
     dialect = postgresql if db.get_bind().dialect.name == "postgresql" else sqlite
     stmt = dialect.insert(LoginThrottle).values(email=email, failures=1, window_started_at=now)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[LoginThrottle.email],
-        set_={
-            "failures": case((expired, 1), else_=LoginThrottle.failures + 1),
-            "window_started_at": case(
-                (expired, literal(now, LoginThrottle.window_started_at.type)),
-                else_=LoginThrottle.window_started_at,
-            ),
-        },
-    ).returning(LoginThrottle.failures, LoginThrottle.window_started_at)
-    failures, started = db.execute(stmt).one()
-    return failures, started
+    db.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[LoginThrottle.email],
+            set_={
+                "failures": case((expired, 1), else_=LoginThrottle.failures + 1),
+                "window_started_at": case(
+                    (expired, literal(now, LoginThrottle.window_started_at.type)),
+                    else_=LoginThrottle.window_started_at,
+                ),
+            },
+        )
+    )
 
 
 def issue_tokens(db: Session, settings: Settings, user: User) -> TokenPair:

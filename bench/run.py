@@ -1,0 +1,473 @@
+"""`make bench`: the app as deployed against a bare FastAPI hello app, under the same load.
+
+Both servers run one uvicorn worker pinned to the first core; the load generator (wrk, from
+Debian's packages) runs on the second. The database is seeded with 1,000 orders of 3 items
+and every request carries a real token. Ratios to hello in the same run are the figures that
+count: the machine is shared and noisy, absolute numbers are not comparable between runs.
+"""
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx2
+from sqlalchemy import insert
+
+import security
+from database import Database, upgrade_to_head, write_session
+from models import Order, OrderItem, OrderStatus, OrderStatusChange, Product, User
+from settings import Settings
+
+REPO = Path(__file__).resolve().parent.parent
+
+SECRET = "bench-secret-key-of-at-least-32-bytes!!"
+EMAIL, PASSWORD = "bench@example.com", "correct horse battery"
+ORDERS, PRODUCTS = 1000, 10
+APP_CORE, LOAD_CORE = "0", "1"
+
+
+@dataclass
+class Result:
+    name: str
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    errors: int
+
+
+def seed(url: str) -> None:
+    upgrade_to_head(url)
+    db = Database(Settings(_env_file=None, database_url=url, secret_key=SECRET))
+    password_hash = security.hash_password(PASSWORD)
+    with write_session(db) as session:
+        user = User(name="Bench", email=EMAIL, password_hash=password_hash)
+        products = [Product(name=f"Product {i}", price=f"{i}.25") for i in range(1, PRODUCTS + 1)]
+        session.add_all([user, *products])
+        session.flush()
+        for n in range(ORDERS):
+            order_id = session.execute(
+                insert(Order)
+                .values(user_id=user.id, status=OrderStatus.pending)
+                .returning(Order.id)
+            ).scalar_one()
+            session.execute(
+                insert(OrderItem),
+                [
+                    {
+                        "order_id": order_id,
+                        "product_id": products[(n + k) % PRODUCTS].id,
+                        "quantity": k + 1,
+                        "unit_price": products[(n + k) % PRODUCTS].price,
+                    }
+                    for k in range(3)
+                ],
+            )
+            session.execute(
+                insert(OrderStatusChange).values(
+                    order_id=order_id, to_status=OrderStatus.pending, changed_by=user.id
+                )
+            )
+    db.dispose()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pinned(core: str, command: list[str]) -> list[str]:
+    return ["taskset", "-c", core, *command] if shutil.which("taskset") else command
+
+
+class Server:
+    def __init__(self, app: str, cwd: Path, env: dict[str, str]) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        command = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            app,
+            "--port",
+            str(self.port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ]
+        self.process = subprocess.Popen(
+            pinned(APP_CORE, command),
+            cwd=cwd,
+            env={**os.environ, **env},
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                httpx2.get(self.url + "/", timeout=1)
+                return
+            except httpx2.TransportError:
+                time.sleep(0.1)
+        raise RuntimeError(f"{app} did not start")
+
+    def rss_mib(self) -> float:
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        return int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024
+
+    def stop(self) -> None:
+        os.killpg(self.process.pid, signal.SIGTERM)
+        self.process.wait(timeout=30)
+
+
+# --- load generation --------------------------------------------------------------------
+
+
+def ensure_wrk() -> str | None:
+    if shutil.which("wrk"):
+        return "wrk"
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        print("installing wrk from Debian's packages ...", flush=True)
+        subprocess.run(["apt-get", "update", "-qq"], capture_output=True)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], capture_output=True)
+        if shutil.which("wrk"):
+            return "wrk"
+    print("wrk is not available: using the (slower, less exact) Python load generator")
+    return None
+
+
+LUA = {
+    "order_by_id": """
+counter = 0
+request = function()
+  counter = counter + 1
+  return wrk.format("GET", "/order/" .. (counter %% %(orders)d + 1))
+end
+""",
+    "post": """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '%(body)s'
+""",
+}
+
+
+def wrk(
+    name: str,
+    url: str,
+    *,
+    seconds: float,
+    connections: int,
+    headers: dict[str, str],
+    script: str | None = None,
+) -> Result:
+    command = [
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{round(seconds)}s",
+        "--latency",
+        "--timeout",
+        "5s",
+    ]
+    for key, value in headers.items():
+        command += ["-H", f"{key}: {value}"]
+    if script:
+        command += ["-s", script]
+    out = subprocess.run(
+        pinned(LOAD_CORE, [*command, url]), capture_output=True, text=True, check=True
+    ).stdout
+    return parse_wrk(name, out)
+
+
+def _ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()
+    return float(value) * {"us": 0.001, "ms": 1, "s": 1000, "m": 60000}[unit]
+
+
+def parse_wrk(name: str, out: str) -> Result:
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))
+    p99 = _ms(re.search(r"\s99%\s+(\S+)", out).group(1))
+    latency_max = _ms(re.search(r"Latency\s+\S+\s+\S+\s+(\S+)", out).group(1))
+    errors = 0
+    if m := re.search(r"Non-2xx or 3xx responses: (\d+)", out):
+        errors += int(m.group(1))
+    if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out):
+        errors += sum(int(g) for g in m.groups())
+    return Result(name, rps, p50, p99, latency_max, errors)
+
+
+def python_load(
+    name: str,
+    url: str,
+    *,
+    seconds: float,
+    connections: int,
+    headers: dict[str, str],
+    method: str = "GET",
+    body: str | None = None,
+    paths: list[str] | None = None,
+) -> Result:
+    """A fallback for machines without wrk: threads with keep-alive connections."""
+    latencies: list[float] = []
+    errors = 0
+    lock = threading.Lock()
+    deadline = time.monotonic() + seconds
+
+    def worker(offset: int) -> None:
+        nonlocal errors
+        with httpx2.Client(base_url=url, headers=headers, timeout=5) as client:
+            i = offset
+            while time.monotonic() < deadline:
+                path = paths[i % len(paths)] if paths else ""
+                i += connections
+                start = time.perf_counter()
+                try:
+                    response = client.request(method, path, content=body)
+                    ok = response.status_code < 400
+                except httpx2.HTTPError:
+                    ok = False
+                elapsed = (time.perf_counter() - start) * 1000
+                with lock:
+                    latencies.append(elapsed)
+                    errors += not ok
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(connections)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    latencies.sort()
+    return Result(
+        name,
+        len(latencies) / seconds,
+        latencies[len(latencies) // 2],
+        latencies[int(len(latencies) * 0.99)],
+        latencies[-1],
+        errors,
+    )
+
+
+# --- the run ------------------------------------------------------------------------------
+
+
+def verify_ms(rounds: int = 20) -> float:
+    password_hash = security.hash_password(PASSWORD)
+    timings = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        security.verify_password(PASSWORD, password_hash)
+        timings.append((time.perf_counter() - start) * 1000)
+    return statistics.median(timings)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=10, help="per measurement")
+    parser.add_argument("--connections", type=int, default=32)
+    args = parser.parse_args()
+    seconds, connections = args.seconds, args.connections
+
+    use_wrk = ensure_wrk() is not None
+    workdir = Path(tempfile.mkdtemp(prefix="orders-bench-"))
+    url = f"sqlite:///{workdir / 'bench.db'}"
+    print(f"seeding {ORDERS} orders x 3 items ...", flush=True)
+    seed(url)
+
+    env = {"DATABASE_URL": url, "SECRET_KEY": SECRET, "ENVIRONMENT": "production"}
+    app = Server("main:app", REPO, env)
+    hello = Server("bench.hello:app", REPO, {})
+    try:
+        token = httpx2.post(
+            app.url + "/auth/login", json={"email": EMAIL, "password": PASSWORD}
+        ).json()["access_token"]
+        auth = {"Authorization": f"Bearer {token}"}
+        order_body = '{"items":[{"product_id":1,"quantity":2},{"product_id":2,"quantity":1}]}'
+        login_body = f'{{"email":"{EMAIL}","password":"{PASSWORD}"}}'
+        scripts = {}
+        for key, body in [("order_by_id", None), ("post_order", order_body), ("login", login_body)]:
+            path = workdir / f"{key}.lua"
+            template = LUA["order_by_id"] if body is None else LUA["post"]
+            path.write_text(template % {"orders": ORDERS, "body": body})
+            scripts[key] = str(path)
+
+        def load(
+            name: str,
+            base: str,
+            path: str,
+            *,
+            script: str | None = None,
+            headers: dict[str, str] | None = None,
+            conns: int = connections,
+            method: str = "GET",
+            body: str | None = None,
+            paths: list[str] | None = None,
+        ) -> Result:
+            headers = headers or {}
+            if use_wrk:
+                return wrk(
+                    name,
+                    base + path,
+                    seconds=seconds,
+                    connections=conns,
+                    headers=headers,
+                    script=script,
+                )
+            return python_load(
+                name,
+                base + path,
+                seconds=seconds,
+                connections=conns,
+                headers={**headers, "Content-Type": "application/json"},
+                method=method,
+                body=body,
+                paths=paths,
+            )
+
+        print("measuring ...", flush=True)
+        ms = verify_ms()
+        by_id = [f"/{n}" for n in range(1, ORDERS + 1)]
+        results = {
+            "hello": load("GET /hello (bare FastAPI)", hello.url, "/hello"),
+            "by_id": load(
+                "GET /order/{id}",
+                app.url,
+                "/order",
+                script=scripts["order_by_id"],
+                headers=auth,
+                paths=by_id,
+            ),
+            "page": load("GET /order (page of 20)", app.url, "/order", headers=auth),
+            "post": load(
+                "POST /order (2 items)",
+                app.url,
+                "/order",
+                headers=auth,
+                script=scripts["post_order"],
+                method="POST",
+                body=order_body,
+            ),
+            "login": load(
+                "POST /auth/login",
+                app.url,
+                "/auth/login",
+                script=scripts["login"],
+                method="POST",
+                body=login_body,
+            ),
+            "idle_reads": load(
+                "GET /order/{id}, 4 conns, idle",
+                app.url,
+                "/order",
+                script=scripts["order_by_id"],
+                headers=auth,
+                conns=4,
+                paths=by_id,
+            ),
+        }
+        steady_rss = app.rss_mib()
+
+        # Reads while 32 connections hammer the login route.
+        peak_rss = steady_rss
+        storm_result: dict[str, Result] = {}
+
+        def storm() -> None:
+            storm_result["login"] = load(
+                "login storm",
+                app.url,
+                "/auth/login",
+                script=scripts["login"],
+                method="POST",
+                body=login_body,
+            )
+
+        stormer = threading.Thread(target=storm)
+        stormer.start()
+        time.sleep(1)
+        reader = threading.Thread(
+            target=lambda: results.__setitem__(
+                "storm_reads",
+                load(
+                    "GET /order/{id}, 4 conns, login storm",
+                    app.url,
+                    "/order",
+                    script=scripts["order_by_id"],
+                    headers=auth,
+                    conns=4,
+                    paths=by_id,
+                ),
+            )
+        )
+        reader.start()
+        while reader.is_alive() or stormer.is_alive():
+            peak_rss = max(peak_rss, app.rss_mib())
+            time.sleep(0.1)
+    finally:
+        app.stop()
+        hello.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    cores = 1  # the app is pinned to one core
+    login_target = 0.8 * cores * 1000 / ms
+    hello_rps = results["hello"].rps
+    rows = [
+        (results["hello"], "1.00", "reference", True),
+    ]
+
+    def ratio_row(key: str, target: float, extra: bool = True, note: str = "") -> None:
+        r = results[key]
+        ratio = r.rps / hello_rps
+        rows.append((r, f"{ratio:.2f}", f">= {target:.2f}{note}", ratio >= target and extra))
+
+    ratio_row("by_id", 0.25)
+    ratio_row("page", 0.10)
+    post = results["post"]
+    ratio_row("post", 0.15, post.errors == 0 and post.max_ms <= 1000, ", 0 errors, max <= 1 s")
+    login = results["login"]
+    rows.append(
+        (
+            login,
+            f"{login.rps / hello_rps:.2f}",
+            f">= {login_target:.0f} req/s (0.8 x {cores} core x 1000 / {ms:.1f} ms)",
+            login.rps >= login_target,
+        )
+    )
+    idle, stormy = results["idle_reads"], results["storm_reads"]
+    rows.append((idle, "", "idle p99 for the row below", True))
+    rows.append((stormy, "", f"p99 <= 3 x {idle.p99_ms:.1f} ms", stormy.p99_ms <= 3 * idle.p99_ms))
+
+    print()
+    print("| endpoint | req/s | p50 ms | p99 ms | max ms | errors | ratio to hello | target | |")
+    print("|---|---:|---:|---:|---:|---:|---:|---|---|")
+    for r, ratio, target, ok in rows:
+        print(
+            f"| {r.name} | {r.rps:,.0f} | {r.p50_ms:.1f} | {r.p99_ms:.1f} | {r.max_ms:.0f} "
+            f"| {r.errors} | {ratio} | {target} | {'pass' if ok else 'FAIL'} |"
+        )
+    memory_ok = steady_rss <= 120 and peak_rss <= 300
+    print(
+        f"| memory (RSS of the worker) | steady {steady_rss:.0f} MiB | login storm peak "
+        f"{peak_rss:.0f} MiB | | | | | <= 120 / <= 300 MiB | {'pass' if memory_ok else 'FAIL'} |"
+    )
+    print(
+        f"\nload generator: {'wrk' if use_wrk else 'python'}, {connections} connections, "
+        f"{seconds:.0f} s per row; app and hello pinned to core {APP_CORE}, load on core "
+        f"{LOAD_CORE}; argon2 verify {ms:.1f} ms"
+    )
+    return 0 if all(ok for *_, ok in rows) and memory_ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
