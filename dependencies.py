@@ -50,6 +50,7 @@ def unauthorized(detail: str) -> HTTPException:
 
 
 async def get_current_user(
+    request: Request,
     token: Annotated[str | None, Depends(oauth2_scheme)],
     db: SessionDep,
     database: DatabaseDep,
@@ -67,6 +68,7 @@ async def get_current_user(
     user = await database.read(auth_service.active_user, db, claims.user_id)
     if user is None:
         raise unauthorized("Invalid or expired token")
+    request.state.user_id = user.id  # for the access log
     return user
 
 

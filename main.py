@@ -12,12 +12,13 @@ from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 
 import auth_routes
 import errors
+import logs
 import order_routes
 import product_routes
 import security
 from database import Database, upgrade_to_head
 from dependencies import SessionDep
-from middleware import BodySizeLimit
+from middleware import BodySizeLimit, RequestContext
 from schemas import Health
 from settings import Settings
 
@@ -33,8 +34,7 @@ to `cancelled` or `finished`, never back.
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    logging.basicConfig(level=settings.log_level, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    logs.configure(settings.log_level, settings.log_format)
     security.limit_hash_concurrency(settings.password_hash_concurrency)
 
     @asynccontextmanager
@@ -56,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["*"],
         )
     app.add_middleware(BodySizeLimit)
+    app.add_middleware(RequestContext)  # outermost: every answer gets an id and a log line
     errors.install(app)
     app.add_exception_handler(OperationalError, _database_unavailable)
     app.add_exception_handler(InterfaceError, _database_unavailable)

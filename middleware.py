@@ -1,6 +1,16 @@
-"""ASGI middleware: limits applied before a request reaches FastAPI."""
+"""ASGI middleware: request ids and access logs, and limits applied before FastAPI."""
+
+import logging
+import re
+import time
+import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+import logs
+
+access_log = logging.getLogger("orders.access")
+_VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
 MAX_BODY_BYTES = 1024 * 1024
 
@@ -66,3 +76,51 @@ class BodySizeLimit:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+class RequestContext:
+    """Give every request an id (the client's X-Request-ID when it is sane), echo it in the
+    response, and write one access-log line when the response is done."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        sent = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        rid = sent if _VALID_REQUEST_ID.fullmatch(sent) else uuid.uuid4().hex
+        token = logs.request_id.set(rid)
+        scope.setdefault("state", {})["request_id"] = rid
+        status = 500
+        start = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            # The route's template, never the raw path: ids stay out of the log's keys.
+            path = getattr(scope.get("route"), "path_format", None) or "<no route>"
+            duration_ms = round((time.perf_counter() - start) * 1000, 2)
+            access_log.info(
+                "%s %s %s %.2f ms",
+                scope["method"],
+                path,
+                status,
+                duration_ms,
+                extra={
+                    "method": scope["method"],
+                    "path": path,
+                    "status": status,
+                    "duration_ms": duration_ms,
+                    "user_id": scope["state"].get("user_id"),
+                },
+            )
+            logs.request_id.reset(token)

@@ -2,6 +2,7 @@
 driven over HTTP, on SQLite and (with TEST_DATABASE_URL) PostgreSQL."""
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -99,7 +100,7 @@ class Server:
             for line in self.log_path.read_text().splitlines()
             if "database is locked" in line
             or "Traceback" in line
-            or any(f'" {code} ' in line for code in range(500, 600))
+            or re.search(r'"status": 5\d\d', line)
         ]
 
 

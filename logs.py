@@ -1,0 +1,82 @@
+"""Logging: one JSON object per line (or plain text for development), secrets masked."""
+
+import json
+import logging
+import re
+import sys
+from contextvars import ContextVar
+from datetime import UTC, datetime
+
+request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
+
+# Anything shaped like a JWT, and the value after "password" or "authorization". Nothing logs
+# them on purpose; this is the net under a mistake (an exception message quoting a body).
+_JWT = re.compile(r"eyJ[\w-]{5,}\.[\w-]{5,}\.[\w-]*")
+_SECRET_FIELD = re.compile(
+    r"(?i)\b(authorization|password)([\"']?\s*[:=]\s*[\"']?)(?:bearer\s+)?[^\s\"',}]+"
+)
+
+
+def redact(text: str) -> str:
+    return _SECRET_FIELD.sub(r"\1\2[redacted]", _JWT.sub("[redacted]", text))
+
+
+_STANDARD = set(vars(logging.makeLogRecord({}))) | {
+    "message",
+    "asctime",
+    "taskName",
+    "color_message",  # uvicorn's copy of the message with terminal colours
+}
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": redact(record.getMessage()),
+        }
+        if (rid := request_id.get()) is not None:
+            entry["request_id"] = rid
+        for key, value in vars(record).items():
+            if key not in _STANDARD:
+                entry[key] = redact(value) if isinstance(value, str) else value
+        if record.exc_info:
+            entry["exception"] = redact(self.formatException(record.exc_info))
+        return json.dumps(entry, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    """For a developer's terminal: the message, then who and which request."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        if (user := getattr(record, "user_id", None)) is not None:
+            line += f" user={user}"
+        if (rid := request_id.get()) is not None:
+            line += f" [{rid}]"
+        return redact(line)
+
+
+def configure(level: str, fmt: str) -> None:
+    """Route every logger (ours, uvicorn's, alembic's) through one handler and format.
+
+    Uvicorn's own access log is switched off: the app writes a richer line per request.
+    """
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.set_name("orders")
+    root = logging.getLogger()
+    # Replace our own handler (the app may be created again, as tests do); keep others.
+    root.handlers = [h for h in root.handlers if h.get_name() != "orders"] + [handler]
+    root.setLevel(level)
+    for name in ("uvicorn", "uvicorn.error", "alembic"):
+        logger = logging.getLogger(name)
+        logger.handlers = []
+        logger.propagate = True
+    logging.getLogger("uvicorn.access").disabled = True
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
