@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint format migrate bench
+.PHONY: run test lint format migrate bench openapi seed-demo
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,12 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+openapi: $(STAMP)
+	$(BIN)/python manage.py openapi openapi.json
+
+seed-demo: $(STAMP)
+	$(BIN)/python manage.py seed-demo
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run

@@ -105,8 +105,23 @@ _DESCRIPTIONS = {
 }
 
 
+_HEADERS = {
+    401: {"WWW-Authenticate": {"description": "`Bearer`", "schema": {"type": "string"}}},
+    429: {
+        "Retry-After": {
+            "description": "Seconds until the window ends",
+            "schema": {"type": "integer"},
+        }
+    },
+}
+
+
 def responses(*codes: int) -> dict[int | str, dict]:
     """OpenAPI entries for a route's error codes, so /docs shows every refusal it can give."""
     from schemas import Error
 
-    return {code: {"model": Error, "description": _DESCRIPTIONS[code]} for code in codes}
+    return {
+        code: {"model": Error, "description": _DESCRIPTIONS[code]}
+        | ({"headers": _HEADERS[code]} if code in _HEADERS else {})
+        for code in codes
+    }

@@ -27,9 +27,35 @@ log = logging.getLogger("orders")
 DESCRIPTION = """
 Orders with items, priced from an admin-managed catalogue.
 
-Sign up, then use **Authorize** with your email and password. Orders move from `pending`
-to `cancelled` or `finished`, never back.
+**Try it here:** sign up with `POST /auth/signup` (or run `python manage.py seed-demo` for a
+demo customer and catalogue), then click **Authorize** and enter your email as *username*
+and your password. Every call below then carries your token.
+
+**Rules in short**
+- Orders move from `pending` to `cancelled` or `finished`, never back; only pending orders
+  change. You see and change your own orders; admins see and change everyone's.
+- Money is a decimal string with two places (`"12.50"`), priced by the catalogue.
+- Errors are JSON with a `detail`: a sentence for 401/403/404/409/413/429, FastAPI's list of
+  problems for 422. Every response carries an `X-Request-ID` to quote in a bug report.
 """
+
+TAGS = [
+    {
+        "name": "auth",
+        "description": "Accounts and tokens: sign up, log in (JSON or the OAuth2 form), rotate "
+        "and revoke refresh tokens, change the password; admins manage users.",
+    },
+    {
+        "name": "product",
+        "description": "The catalogue, which owns the prices. Anyone reads it; admins change it.",
+    },
+    {
+        "name": "order",
+        "description": "Orders with lines, for the signed-in user. pending → cancelled or "
+        "finished; concurrent changes are settled by the database, exactly one wins.",
+    },
+    {"name": "system", "description": "Health of the service and its database."},
+]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -44,7 +70,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         app.state.db.dispose()
 
-    app = FastAPI(title="Orders API", version="1.0.0", description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(
+        title="Orders API",
+        version="1.0.0",
+        description=DESCRIPTION,
+        openapi_tags=TAGS,
+        lifespan=lifespan,
+    )
     app.state.settings = settings
     app.state.db = Database(settings)
 
@@ -76,6 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def health(db: SessionDep) -> Health | JSONResponse:
+    """Whether the service can reach its database: 200, or 503 when it cannot."""
     try:
         db.execute(text("SELECT 1"))
     except SQLAlchemyError:

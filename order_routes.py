@@ -29,7 +29,18 @@ IdempotencyKey = Annotated[
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=OrderPublic,
-    responses={200: {"model": OrderPublic, "description": "Replay of an idempotent request"}},
+    responses={
+        200: {
+            "model": OrderPublic,
+            "description": "The order first created with this Idempotency-Key",
+            "headers": {
+                "Idempotent-Replayed": {
+                    "description": "`true` on a replay",
+                    "schema": {"type": "string"},
+                }
+            },
+        },
+    },
 )
 def create_order(
     body: OrderCreate,
@@ -38,6 +49,14 @@ def create_order(
     response: Response,
     idempotency_key: IdempotencyKey = None,
 ) -> OrderPublic:
+    """Place an order for the caller, `pending`, from products and quantities (1 to 100 each; a
+    product listed twice becomes one line). Prices come from the catalogue; the body cannot
+    set them.
+
+    Send an `Idempotency-Key` to retry safely: the same key and body from the same user
+    returns the first order with 200 and `Idempotent-Replayed: true`, even when retries
+    race; the same key with another body is 422.
+    """
     order, replayed = order_service.create_order(db, user, body.items, idempotency_key)
     if replayed:
         response.status_code = status.HTTP_200_OK
@@ -53,6 +72,7 @@ def list_orders(
     status_filter: Annotated[OrderStatus | None, Query(alias="status")] = None,
     user_id: Annotated[int | None, Query(gt=0, le=MAX_ID, description="Admins only")] = None,
 ) -> Page[OrderPublic]:
+    """The caller's orders, newest first; admins see everyone's and may filter by `user_id`."""
     if user_id is not None and not user.is_admin:
         raise HTTPException(status.HTTP_403_FORBIDDEN, detail="Only admins may filter by user")
     orders, total = order_queries.page(
@@ -72,6 +92,9 @@ def list_orders(
 
 @router.get("/{order_id}", response_model=OrderPublic, responses=responses(404))
 async def get_order(order: OwnedOrder) -> OrderPublic:
+    """One order with its lines and total. Someone else's order is 404, exactly like a missing
+    one.
+    """
     return order
 
 
@@ -82,6 +105,10 @@ async def get_order(order: OwnedOrder) -> OrderPublic:
     responses=responses(404, 409),
 )
 def add_item(order: OwnedOrder, body: OrderItemIn, db: SessionDep) -> OrderPublic:
+    """Add a product to a pending order. If the product is already in it, that line's quantity
+    grows (to at most 100) and keeps its original unit price. The owner or an admin may
+    change an order.
+    """
     return order_service.add_item(db, order.id, body.product_id, body.quantity)
 
 
@@ -89,16 +116,23 @@ def add_item(order: OwnedOrder, body: OrderItemIn, db: SessionDep) -> OrderPubli
     "/{order_id}/items/{item_id}", response_model=OrderPublic, responses=responses(404, 409)
 )
 def remove_item(order: OwnedOrder, item_id: PathId, db: SessionDep) -> OrderPublic:
+    """Remove a line from a pending order."""
     return order_service.remove_item(db, order.id, item_id)
 
 
 @router.post("/{order_id}/cancel", response_model=OrderPublic, responses=responses(404, 409))
 def cancel_order(order: OwnedOrder, user: CurrentUser, db: SessionDep) -> OrderPublic:
+    """pending → cancelled. Any other status is 409. When requests race to change one order,
+    exactly one wins and the others get 409.
+    """
     return order_service.change_status(db, order.id, user, OrderStatus.cancelled)
 
 
 @router.post("/{order_id}/finish", response_model=OrderPublic, responses=responses(404, 409))
 def finish_order(order: OwnedOrder, user: CurrentUser, db: SessionDep) -> OrderPublic:
+    """pending → finished, for an order with at least one line. Any other status, or no lines,
+    is 409. When requests race, exactly one wins.
+    """
     return order_service.change_status(db, order.id, user, OrderStatus.finished)
 
 
@@ -106,4 +140,7 @@ def finish_order(order: OwnedOrder, user: CurrentUser, db: SessionDep) -> OrderP
     "/{order_id}/history", response_model=list[StatusChangePublic], responses=responses(404)
 )
 def order_history(order: OwnedOrder, db: SessionDep) -> list:
+    """Every status change, oldest first; the first entry is the creation (`from_status:
+    null`). `changed_by` is the id of the user who made the change.
+    """
     return order_service.history(db, order.id)

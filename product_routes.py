@@ -36,11 +36,13 @@ def _save(db: Session, product: Product) -> Product:
 
 @router.get("", response_model=list[ProductPublic])
 def list_products(db: SessionDep) -> list[Product]:
+    """The active catalogue, for anyone, no token needed."""
     return list(db.scalars(select(Product).where(Product.is_active).order_by(Product.id)))
 
 
 @router.get("/{product_id}", response_model=ProductPublic, responses=responses(404))
 def get_product(product_id: PathId, db: SessionDep) -> Product:
+    """One product, inactive ones too, so that old order lines can be explained."""
     return _get(db, product_id)
 
 
@@ -51,6 +53,9 @@ def get_product(product_id: PathId, db: SessionDep) -> Product:
     responses=responses(401, 403, 409),
 )
 def create_product(body: ProductCreate, _admin: AdminUser, db: SessionDep) -> Product:
+    """Admins only: add a product. The price is a decimal string or number above zero with at
+    most two decimal places; names are unique.
+    """
     begin_write(db)
     return _save(db, Product(**body.model_dump()))
 
@@ -61,6 +66,10 @@ def create_product(body: ProductCreate, _admin: AdminUser, db: SessionDep) -> Pr
 def update_product(
     product_id: PathId, body: ProductUpdate, _admin: AdminUser, db: SessionDep
 ) -> Product:
+    """Admins only: change any of name, price, description and `is_active`. A new price applies
+    to order lines created from now on; lines already in orders keep the price they were
+    created with. Deactivated products leave the list and cannot be ordered.
+    """
     begin_write(db)
     product = _get(db, product_id)
     for name, value in body.changes().items():

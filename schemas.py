@@ -125,6 +125,8 @@ class Output(BaseModel):
 
 
 class Error(BaseModel):
+    """Every refusal other than 422: a short, human explanation."""
+
     detail: str = Field(examples=["Order not found"])
 
 
@@ -132,6 +134,18 @@ class Error(BaseModel):
 
 
 class UserCreate(Input):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "Ada Lovelace",
+                    "email": "ada@example.com",
+                    "password": "correct horse battery",
+                }
+            ]
+        }
+    )
+
     name: Line(100) = Field(examples=["Ada Lovelace"])
     email: Email
     password: Password
@@ -147,11 +161,19 @@ class UserPublic(Output):
 
 
 class UserUpdate(Patch):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"is_active": False}]})
+
     is_active: StrictBool | None = None
     is_admin: StrictBool | None = None
 
 
 class LoginRequest(Input):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"email": "ada@example.com", "password": "correct horse battery"}]
+        }
+    )
+
     email: Email
     password: LoginPassword
 
@@ -164,10 +186,27 @@ class TokenPair(BaseModel):
 
 
 class RefreshRequest(Input):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"refresh_token": "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9..."}]
+        }
+    )
+
     refresh_token: Annotated[str, StringConstraints(min_length=1, max_length=4096)]
 
 
 class PasswordChange(Input):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "current_password": "correct horse battery",
+                    "new_password": "a new long passphrase",
+                }
+            ]
+        }
+    )
+
     current_password: LoginPassword
     new_password: Password
 
@@ -186,12 +225,22 @@ class Page(BaseModel, Generic[T]):
 
 
 class ProductCreate(Input):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"name": "Espresso beans 1 kg", "price": "12.50", "description": "Dark roast"}
+            ]
+        }
+    )
+
     name: Line(200) = Field(examples=["Espresso beans 1 kg"])
     price: Price
     description: Description | None = None
 
 
 class ProductUpdate(Patch):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"price": "13.90"}]})
+
     nullable: ClassVar[frozenset[str]] = frozenset({"description"})
 
     name: Line(200) | None = None
@@ -212,11 +261,21 @@ class ProductPublic(Output):
 
 
 class OrderItemIn(Input):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"product_id": 1, "quantity": 2}]})
+
     product_id: Id
     quantity: Quantity
 
 
 class OrderCreate(Input):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"items": [{"product_id": 1, "quantity": 2}, {"product_id": 2, "quantity": 1}]}
+            ]
+        }
+    )
+
     items: list[OrderItemIn] = Field(default_factory=list, max_length=MAX_ORDER_LINES)
 
 

@@ -77,3 +77,45 @@ def test_create_admin_migrates_an_empty_database(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "new.db").exists()
+
+
+def test_seed_demo_loads_a_catalogue_and_accounts_once(
+    client: TestClient, database_url: str
+) -> None:
+    first = manage(database_url, "seed-demo")
+    assert first.returncode == 0, first.stderr
+    assert "demo@example.com / demo password" in first.stdout
+    assert manage(database_url, "seed-demo").returncode == 0
+    assert len(client.get("/product").json()) == 4
+    token = login(client, "demo@example.com", "demo password")["access_token"]
+    me = client.get("/auth/me", headers={"Authorization": f"Bearer {token}"}).json()
+    assert me["is_admin"] is False
+    admin = login(client, "demo-admin@example.com", "demo admin password")["access_token"]
+    users = client.get("/auth/users", headers={"Authorization": f"Bearer {admin}"})
+    assert users.json()["total"] == 2
+
+
+def test_seed_demo_refuses_production(database_url: str) -> None:
+    env_url = database_url
+    result = subprocess.run(
+        [sys.executable, "manage.py", "seed-demo"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={
+            **os.environ,
+            "DATABASE_URL": env_url,
+            "ENVIRONMENT": "production",
+            "SECRET_KEY": "p" * 32,
+        },
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "not in production" in result.stderr
+
+
+def test_openapi_command_writes_the_document(tmp_path: Path) -> None:
+    target = tmp_path / "openapi.json"
+    result = manage("sqlite:///unused.db", "openapi", str(target))
+    assert result.returncode == 0, result.stderr
+    assert '"title": "Orders API"' in target.read_text()
