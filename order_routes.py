@@ -6,7 +6,7 @@ from fastapi import APIRouter, Header, HTTPException, Query, Response, status
 
 import order_queries
 import order_service
-from dependencies import CurrentUser, OwnedOrder, Pagination, PathId, SessionDep
+from dependencies import CurrentUser, DatabaseDep, OwnedOrder, Pagination, PathId, SessionDep
 from errors import responses
 from models import MAX_ID, OrderStatus
 from schemas import OrderCreate, OrderItemIn, OrderPublic, Page, StatusChangePublic
@@ -65,9 +65,10 @@ def create_order(
 
 
 @router.get("", response_model=Page[OrderPublic], responses=responses(403))
-def list_orders(
+async def list_orders(
     user: CurrentUser,
     db: SessionDep,
+    database: DatabaseDep,
     page: Pagination,
     status_filter: Annotated[OrderStatus | None, Query(alias="status")] = None,
     user_id: Annotated[int | None, Query(gt=0, le=MAX_ID, description="Admins only")] = None,
@@ -75,7 +76,8 @@ def list_orders(
     """The caller's orders, newest first; admins see everyone's and may filter by `user_id`."""
     if user_id is not None and not user.is_admin:
         raise HTTPException(status.HTTP_403_FORBIDDEN, detail="Only admins may filter by user")
-    orders, total = order_queries.page(
+    orders, total = await database.read(
+        order_queries.page,
         db,
         user_id=user_id if user.is_admin else user.id,
         status=status_filter,
