@@ -25,7 +25,10 @@ def test_health_is_503_when_database_unreachable(tmp_path) -> None:
 
 
 def test_docs_and_openapi_are_served(client: TestClient) -> None:
-    assert client.get("/docs").status_code == 200
+    docs = client.get("/docs")
+    assert docs.status_code == 200
+    assert "cdn." not in docs.text  # Swagger UI is served locally, so /docs works offline
+    assert client.get("/static-offline-docs/swagger-ui-bundle.js").status_code == 200
     assert client.get("/redoc").status_code == 200
     spec = client.get("/openapi.json").json()
     assert (
