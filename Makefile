@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint format migrate bench openapi seed-demo
+.PHONY: run test lint format migrate bench openapi seed-demo screenshot
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,9 @@ openapi: $(STAMP)
 
 seed-demo: $(STAMP)
 	$(BIN)/python manage.py seed-demo
+
+screenshot: $(STAMP)
+	SWAGGER_SCREENSHOT=docs/swagger.png $(BIN)/pytest --no-cov -q tests/browser
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
