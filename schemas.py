@@ -100,6 +100,11 @@ Money = Annotated[
 ]
 
 
+def example(**body: object) -> ConfigDict:
+    """A request example for /docs (and Swagger's "Try it out")."""
+    return ConfigDict(json_schema_extra={"examples": [body]})
+
+
 class Input(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -134,16 +139,8 @@ class Error(BaseModel):
 
 
 class UserCreate(Input):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "name": "Ada Lovelace",
-                    "email": "ada@example.com",
-                    "password": "correct horse battery",
-                }
-            ]
-        }
+    model_config = example(
+        name="Ada Lovelace", email="ada@example.com", password="correct horse battery"
     )
 
     name: Line(100) = Field(examples=["Ada Lovelace"])
@@ -161,18 +158,14 @@ class UserPublic(Output):
 
 
 class UserUpdate(Patch):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"is_active": False}]})
+    model_config = example(is_active=False)
 
     is_active: StrictBool | None = None
     is_admin: StrictBool | None = None
 
 
 class LoginRequest(Input):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [{"email": "ada@example.com", "password": "correct horse battery"}]
-        }
-    )
+    model_config = example(email="ada@example.com", password="correct horse battery")
 
     email: Email
     password: LoginPassword
@@ -186,25 +179,14 @@ class TokenPair(BaseModel):
 
 
 class RefreshRequest(Input):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [{"refresh_token": "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9..."}]
-        }
-    )
+    model_config = example(refresh_token="eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9...")
 
     refresh_token: Annotated[str, StringConstraints(min_length=1, max_length=4096)]
 
 
 class PasswordChange(Input):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "current_password": "correct horse battery",
-                    "new_password": "a new long passphrase",
-                }
-            ]
-        }
+    model_config = example(
+        current_password="correct horse battery", new_password="a new long passphrase"
     )
 
     current_password: LoginPassword
@@ -225,13 +207,7 @@ class Page(BaseModel, Generic[T]):
 
 
 class ProductCreate(Input):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {"name": "Espresso beans 1 kg", "price": "12.50", "description": "Dark roast"}
-            ]
-        }
-    )
+    model_config = example(name="Espresso beans 1 kg", price="12.50", description="Dark roast")
 
     name: Line(200) = Field(examples=["Espresso beans 1 kg"])
     price: Price
@@ -239,7 +215,7 @@ class ProductCreate(Input):
 
 
 class ProductUpdate(Patch):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"price": "13.90"}]})
+    model_config = example(price="13.90")
 
     nullable: ClassVar[frozenset[str]] = frozenset({"description"})
 
@@ -261,19 +237,15 @@ class ProductPublic(Output):
 
 
 class OrderItemIn(Input):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"product_id": 1, "quantity": 2}]})
+    model_config = example(product_id=1, quantity=2)
 
     product_id: Id
     quantity: Quantity
 
 
 class OrderCreate(Input):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {"items": [{"product_id": 1, "quantity": 2}, {"product_id": 2, "quantity": 1}]}
-            ]
-        }
+    model_config = example(
+        items=[{"product_id": 1, "quantity": 2}, {"product_id": 2, "quantity": 1}]
     )
 
     items: list[OrderItemIn] = Field(default_factory=list, max_length=MAX_ORDER_LINES)
