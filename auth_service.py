@@ -10,7 +10,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, case, delete, func, literal, select, update
+from sqlalchemy import Connection, bindparam, case, delete, func, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -36,8 +36,8 @@ _ACTIVE_USER = select(
 ).where(User.id == bindparam("user_id"), User.is_active)
 
 
-def active_user(db: Session, user_id: int) -> UserPublic | None:
-    row = db.connection().execute(_ACTIVE_USER, {"user_id": user_id}).one_or_none()
+def active_user(conn: Connection, user_id: int) -> UserPublic | None:
+    row = conn.execute(_ACTIVE_USER, {"user_id": user_id}).one_or_none()
     return None if row is None else UserPublic.model_construct(**row._mapping)
 
 

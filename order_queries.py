@@ -10,8 +10,7 @@ from collections.abc import Sequence
 from decimal import Decimal
 from functools import cache
 
-from sqlalchemy import ColumnElement, Row, Select, bindparam, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, Connection, Row, Select, bindparam, func, select
 
 from models import Order, OrderItem, OrderStatus, Product
 from schemas import OrderItemPublic, OrderPublic
@@ -39,8 +38,8 @@ _ORDER_LINES = (
 _ONE_ORDER = _ORDER_LINES.where(Order.id == bindparam("order_id")).order_by(OrderItem.id)
 
 
-def get(db: Session, order_id: int) -> OrderPublic | None:
-    rows = db.connection().execute(_ONE_ORDER, {"order_id": order_id})
+def get(conn: Connection, order_id: int) -> OrderPublic | None:
+    rows = conn.execute(_ONE_ORDER, {"order_id": order_id})
     views = _assemble(rows.all())
     return views[0] if views else None
 
@@ -67,7 +66,7 @@ def _page_statements(by_user: bool, by_status: bool) -> tuple[Select, Select]:
 
 
 def page(
-    db: Session,
+    conn: Connection,
     *,
     user_id: int | None,
     status: OrderStatus | None,
@@ -77,7 +76,6 @@ def page(
     """Newest first; `user_id=None` means every user's orders."""
     count, rows = _page_statements(user_id is not None, status is not None)
     params = {"user_id": user_id, "status": status, "limit": limit, "offset": offset}
-    conn = db.connection()
     total = conn.execute(count, params).scalar_one()
     return _assemble(conn.execute(rows, params).all()), total
 

@@ -67,7 +67,6 @@ def create_order(
 @router.get("", response_model=Page[OrderPublic], responses=responses(403))
 async def list_orders(
     user: CurrentUser,
-    db: SessionDep,
     database: DatabaseDep,
     page: Pagination,
     status_filter: Annotated[OrderStatus | None, Query(alias="status")] = None,
@@ -78,7 +77,6 @@ async def list_orders(
         raise HTTPException(status.HTTP_403_FORBIDDEN, detail="Only admins may filter by user")
     orders, total = await database.read(
         order_queries.page,
-        db,
         user_id=user_id if user.is_admin else user.id,
         status=status_filter,
         limit=page.limit,

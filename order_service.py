@@ -188,7 +188,7 @@ def _lock_pending(db: Session, order_id: int) -> None:
 
 
 def _reloaded(db: Session, order_id: int) -> OrderPublic:
-    fresh = order_queries.get(db, order_id)
+    fresh = order_queries.get(db.connection(), order_id)
     assert fresh is not None
     return fresh
 
@@ -233,7 +233,7 @@ def _replay(db: Session, user: UserPublic, key: str, fingerprint: str) -> OrderP
             loc=["header", "idempotency-key"],
             type="idempotency_key_reused",
         )
-    return order_queries.get(db, stored.order_id)
+    return order_queries.get(db.connection(), stored.order_id)
 
 
 def _unavailable(loc: list[str | int], product_id: int) -> Unprocessable:
