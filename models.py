@@ -118,10 +118,6 @@ class Order(Base):
         back_populates="order", cascade="all, delete-orphan", order_by="OrderItem.id"
     )
 
-    @property
-    def total(self) -> Decimal:
-        return sum((item.line_total for item in self.items), Decimal("0.00"))
-
 
 class OrderItem(Base):
     __tablename__ = "order_items"
@@ -139,14 +135,6 @@ class OrderItem(Base):
 
     order: Mapped[Order] = relationship(back_populates="items")
     product: Mapped[Product] = relationship(lazy="joined", innerjoin=True)
-
-    @property
-    def product_name(self) -> str:
-        return self.product.name
-
-    @property
-    def line_total(self) -> Decimal:
-        return self.unit_price * self.quantity
 
 
 class OrderStatusChange(Base):

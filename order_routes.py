@@ -42,10 +42,11 @@ IdempotencyKey = Annotated[
         },
     },
 )
-def create_order(
+async def create_order(
     body: OrderCreate,
     user: CurrentUser,
     db: SessionDep,
+    database: DatabaseDep,
     response: Response,
     idempotency_key: IdempotencyKey = None,
 ) -> OrderPublic:
@@ -57,7 +58,9 @@ def create_order(
     returns the first order with 200 and `Idempotent-Replayed: true`, even when retries
     race; the same key with another body is 422.
     """
-    order, replayed = order_service.create_order(db, user, body.items, idempotency_key)
+    order, replayed = await database.write(
+        order_service.create_order, db, user, body.items, idempotency_key
+    )
     if replayed:
         response.status_code = status.HTTP_200_OK
         response.headers["Idempotent-Replayed"] = "true"
