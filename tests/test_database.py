@@ -1,10 +1,12 @@
 """The SQLite write discipline: writes only inside begin_write(), one writer at a time."""
 
+import asyncio
 import threading
 import time
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Connection, text
+from sqlalchemy.exc import OperationalError
 
 from database import Database, begin_write, write_session
 from settings import Settings
@@ -60,3 +62,25 @@ def test_writers_of_one_process_take_turns(sqlite_db: Database) -> None:
     assert peak == 1
     with sqlite_db.session() as session:
         assert session.execute(text("SELECT count(*) FROM login_throttle")).scalar() == 8
+
+
+def test_inline_reads_keep_one_connection_until_a_read_fails(sqlite_db: Database) -> None:
+    def missing_table(conn: Connection) -> None:
+        conn.execute(text("SELECT * FROM no_such_table"))
+
+    def users(conn: Connection) -> int:
+        return conn.execute(text("SELECT count(*) FROM users")).scalar_one()
+
+    async def reads() -> tuple[Connection, Connection, Connection, int]:
+        first = await sqlite_db.read(lambda conn: conn)
+        second = await sqlite_db.read(lambda conn: conn)
+        with pytest.raises(OperationalError, match="no_such_table"):
+            await sqlite_db.read(missing_table)
+        after = await sqlite_db.read(lambda conn: conn)
+        return first, second, after, await sqlite_db.read(users)
+
+    first, second, after, count = asyncio.run(reads())
+    assert first is second
+    assert after is not first
+    assert first.closed
+    assert count == 0
