@@ -49,10 +49,10 @@ def unauthorized(detail: str) -> HTTPException:
     )
 
 
-# The dependencies below run on every authenticated request, so they read the settings and
-# the database from the app directly instead of through SettingsDep and SessionDep: each
-# dependency FastAPI resolves costs about as much as a query (measured), and they need only
-# one read each.
+# The dependencies below run on every authenticated request. Each needs one short read, so
+# they go through the app's Database (a Core statement on a connection the event loop keeps,
+# on SQLite) rather than a SessionDep: opening and closing an ORM session per request cost
+# more than the reads it served (measured: GET /order/{id} from 504 to 364 us in process).
 
 
 async def get_current_user(
