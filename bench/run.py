@@ -351,17 +351,33 @@ def main() -> int:
         print("measuring ...", flush=True)
         ms = verify_ms()
         by_id = [f"/{n}" for n in range(1, ORDERS + 1)]
-        results = {
-            "hello": load("GET /hello (bare FastAPI)", hello.url, "/hello"),
-            "hello_plain": load("GET /hello (h11 + asyncio, context)", hello_plain.url, "/hello"),
-            "by_id": load(
-                "GET /order/{id}",
+
+        def reads(name: str, conns: int = connections) -> Result:
+            """GET /order/{id} over the seeded orders, in turn."""
+            return load(
+                name,
                 app.url,
                 "/order",
                 script=scripts["order_by_id"],
                 headers=auth,
+                conns=conns,
                 paths=by_id,
-            ),
+            )
+
+        def logins(name: str) -> Result:
+            return load(
+                name,
+                app.url,
+                "/auth/login",
+                script=scripts["login"],
+                method="POST",
+                body=login_body,
+            )
+
+        results = {
+            "hello": load("GET /hello (bare FastAPI)", hello.url, "/hello"),
+            "hello_plain": load("GET /hello (h11 + asyncio, context)", hello_plain.url, "/hello"),
+            "by_id": reads("GET /order/{id}"),
             "page": load("GET /order (page of 20)", app.url, "/order", headers=auth),
             "post": load(
                 "POST /order (2 items)",
@@ -375,55 +391,24 @@ def main() -> int:
         }
         # Steady state: the worker after serving reads and writes, before any login load.
         steady_rss = app.rss_mib()
-        results["login"] = load(
-            "POST /auth/login",
-            app.url,
-            "/auth/login",
-            script=scripts["login"],
-            method="POST",
-            body=login_body,
-        )
+        results["login"] = logins("POST /auth/login")
         # The allocator keeps argon2's 19 MiB per hashing thread for the next hash.
         after_logins_rss = app.rss_mib()
-        results["idle_reads"] = load(
-            "GET /order/{id}, 4 conns, idle",
-            app.url,
-            "/order",
-            script=scripts["order_by_id"],
-            headers=auth,
-            conns=4,
-            paths=by_id,
-        )
+        results["idle_reads"] = reads("GET /order/{id}, 4 conns, idle", conns=4)
 
         # Reads while 32 connections hammer the login route.
         peak_rss = after_logins_rss
         storm_result: dict[str, Result] = {}
 
         def storm() -> None:
-            storm_result["login"] = load(
-                "login storm",
-                app.url,
-                "/auth/login",
-                script=scripts["login"],
-                method="POST",
-                body=login_body,
-            )
+            storm_result["login"] = logins("login storm")
 
         stormer = threading.Thread(target=storm)
         stormer.start()
         time.sleep(1)
         reader = threading.Thread(
             target=lambda: results.__setitem__(
-                "storm_reads",
-                load(
-                    "GET /order/{id}, 4 conns, login storm",
-                    app.url,
-                    "/order",
-                    script=scripts["order_by_id"],
-                    headers=auth,
-                    conns=4,
-                    paths=by_id,
-                ),
+                "storm_reads", reads("GET /order/{id}, 4 conns, login storm", conns=4)
             )
         )
         reader.start()
