@@ -174,14 +174,20 @@ class Database:
             return fn(*args, **kwargs)
         return await run_in_threadpool(fn, *args, **kwargs)
 
-    async def write(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run a function that writes from async code: always on the thread pool, since it may
-        wait for the write lock (SQLite) or a row lock (PostgreSQL).
-
-        Async routes that write go through this rather than being plain `def` routes: FastAPI
-        would then also validate the response on the thread pool, a second hop per request.
+    async def write(
+        self, command: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Run a command that writes, with a connection whose transactions write, from async
+        code: always on the thread pool, since it may wait for the write lock (SQLite) or a
+        row lock (PostgreSQL). The command commits; whatever it leaves open is rolled back.
         """
-        return await run_in_threadpool(fn, *args, **kwargs)
+        return await run_in_threadpool(self._write_pooled, command, *args, **kwargs)
+
+    def _write_pooled(
+        self, command: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        with self.engine.connect() as conn:
+            return command(conn.execution_options(**{IMMEDIATE: True}), *args, **kwargs)
 
     async def read(
         self, query: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs

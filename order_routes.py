@@ -45,7 +45,6 @@ IdempotencyKey = Annotated[
 async def create_order(
     body: OrderCreate,
     user: CurrentUser,
-    db: SessionDep,
     database: DatabaseDep,
     response: Response,
     idempotency_key: IdempotencyKey = None,
@@ -59,7 +58,7 @@ async def create_order(
     race; the same key with another body is 422.
     """
     order, replayed = await database.write(
-        order_service.create_order, db, user, body.items, idempotency_key
+        order_service.create_order, user, body.items, idempotency_key
     )
     if replayed:
         response.status_code = status.HTTP_200_OK
