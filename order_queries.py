@@ -13,10 +13,11 @@ from functools import cache
 from pydantic import TypeAdapter
 from sqlalchemy import ColumnElement, Connection, Row, Select, bindparam, func, select
 
-from models import Order, OrderItem, OrderStatus, Product
-from schemas import OrderPublic
+from models import Order, OrderItem, OrderStatus, OrderStatusChange, Product
+from schemas import OrderPublic, StatusChangePublic
 
 _ORDERS = TypeAdapter(list[OrderPublic])
+_HISTORY_ENTRIES = TypeAdapter(list[StatusChangePublic])
 
 _ORDER_LINES = (
     select(
@@ -45,6 +46,24 @@ def get(conn: Connection, order_id: int) -> OrderPublic | None:
     rows = conn.execute(_ONE_ORDER, {"order_id": order_id})
     orders = _assemble(rows.all())
     return orders[0] if orders else None
+
+
+_HISTORY = (
+    select(
+        OrderStatusChange.from_status,
+        OrderStatusChange.to_status,
+        OrderStatusChange.changed_by,
+        OrderStatusChange.changed_at,
+    )
+    .where(OrderStatusChange.order_id == bindparam("order_id"))
+    .order_by(OrderStatusChange.id)
+)
+
+
+def history(conn: Connection, order_id: int) -> list[StatusChangePublic]:
+    """Every status change of the order, oldest first (creation included)."""
+    rows = conn.execute(_HISTORY, {"order_id": order_id}).mappings().all()
+    return _HISTORY_ENTRIES.validate_python(rows)
 
 
 @cache

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Header, HTTPException, Query, Response, status
 
 import order_queries
 import order_service
-from dependencies import CurrentUser, DatabaseDep, OwnedOrder, Pagination, PathId, SessionDep
+from dependencies import CurrentUser, DatabaseDep, OwnedOrder, Pagination, PathId
 from errors import responses
 from models import MAX_ID, OrderStatus
 from schemas import OrderCreate, OrderItemIn, OrderPublic, Page, StatusChangePublic
@@ -106,43 +106,43 @@ async def get_order(order: OwnedOrder) -> OrderPublic:
     response_model=OrderPublic,
     responses=responses(404, 409),
 )
-def add_item(order: OwnedOrder, body: OrderItemIn, db: SessionDep) -> OrderPublic:
+async def add_item(order: OwnedOrder, body: OrderItemIn, database: DatabaseDep) -> OrderPublic:
     """Add a product to a pending order. If the product is already in it, that line's quantity
     grows (to at most 100) and keeps its original unit price. The owner or an admin may
     change an order.
     """
-    return order_service.add_item(db, order.id, body.product_id, body.quantity)
+    return await database.write(order_service.add_item, order.id, body.product_id, body.quantity)
 
 
 @router.delete(
     "/{order_id}/items/{item_id}", response_model=OrderPublic, responses=responses(404, 409)
 )
-def remove_item(order: OwnedOrder, item_id: PathId, db: SessionDep) -> OrderPublic:
+async def remove_item(order: OwnedOrder, item_id: PathId, database: DatabaseDep) -> OrderPublic:
     """Remove a line from a pending order."""
-    return order_service.remove_item(db, order.id, item_id)
+    return await database.write(order_service.remove_item, order.id, item_id)
 
 
 @router.post("/{order_id}/cancel", response_model=OrderPublic, responses=responses(404, 409))
-def cancel_order(order: OwnedOrder, user: CurrentUser, db: SessionDep) -> OrderPublic:
+async def cancel_order(order: OwnedOrder, user: CurrentUser, database: DatabaseDep) -> OrderPublic:
     """pending → cancelled. Any other status is 409. When requests race to change one order,
     exactly one wins and the others get 409.
     """
-    return order_service.change_status(db, order.id, user, OrderStatus.cancelled)
+    return await database.write(order_service.change_status, order.id, user, OrderStatus.cancelled)
 
 
 @router.post("/{order_id}/finish", response_model=OrderPublic, responses=responses(404, 409))
-def finish_order(order: OwnedOrder, user: CurrentUser, db: SessionDep) -> OrderPublic:
+async def finish_order(order: OwnedOrder, user: CurrentUser, database: DatabaseDep) -> OrderPublic:
     """pending → finished, for an order with at least one line. Any other status, or no lines,
     is 409. When requests race, exactly one wins.
     """
-    return order_service.change_status(db, order.id, user, OrderStatus.finished)
+    return await database.write(order_service.change_status, order.id, user, OrderStatus.finished)
 
 
 @router.get(
     "/{order_id}/history", response_model=list[StatusChangePublic], responses=responses(404)
 )
-def order_history(order: OwnedOrder, db: SessionDep) -> list:
+async def order_history(order: OwnedOrder, database: DatabaseDep) -> list[StatusChangePublic]:
     """Every status change, oldest first; the first entry is the creation (`from_status:
     null`). `changed_by` is the id of the user who made the change.
     """
-    return order_service.history(db, order.id)
+    return await database.read(order_queries.history, order.id)

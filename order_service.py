@@ -3,6 +3,10 @@
 A line takes its unit price from the catalogue when it is created and keeps it; what lines
 and orders add up to is computed in one place, `order_queries.line_total`, for every read.
 
+Every function here takes a connection from `Database.write`, whose transactions take the
+write lock on SQLite, and commits what it did (anything left open is rolled back). Orders are
+written with Core statements: the ORM's unit of work was most of the cost of a write.
+
 Every change to an order starts with a conditional UPDATE of its row (`... WHERE status =
 'pending'`). That statement both checks the rule and locks the row (PostgreSQL) or holds the
 write lock (SQLite), so concurrent requests are settled by the database: exactly one of two
@@ -14,12 +18,10 @@ import json
 from collections.abc import Sequence
 from decimal import Decimal
 
-from sqlalchemy import Connection, bindparam, exists, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, exists, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 import order_queries
-from database import begin_write
 from errors import Conflict, NotFound, Unprocessable
 from models import (
     MAX_QUANTITY,
@@ -40,18 +42,7 @@ TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
 }
 
 
-def history(db: Session, order_id: int) -> list[OrderStatusChange]:
-    return list(
-        db.scalars(
-            select(OrderStatusChange)
-            .where(OrderStatusChange.order_id == order_id)
-            .order_by(OrderStatusChange.id)
-        )
-    )
-
-
-# Built once: placing an order is the busiest write, and building a statement costs more
-# than running it.
+# Built once: building and hashing a statement costs more than running it.
 _ACTIVE_PRICES = select(Product.id, Product.price).where(
     Product.id.in_(bindparam("ids", expanding=True)), Product.is_active
 )
@@ -59,6 +50,9 @@ _INSERT_ORDER = insert(Order).returning(Order.id)
 _INSERT_LINE = insert(OrderItem)
 _INSERT_CHANGE = insert(OrderStatusChange)
 _INSERT_KEY = insert(IdempotencyKey)
+_ORDER_LINE = select(OrderItem.id, OrderItem.quantity).where(
+    OrderItem.order_id == bindparam("order_id"), OrderItem.product_id == bindparam("product_id")
+)
 _STORED_KEY = select(IdempotencyKey.request_hash, IdempotencyKey.order_id).where(
     IdempotencyKey.user_id == bindparam("user_id"), IdempotencyKey.key == bindparam("key")
 )
@@ -72,9 +66,7 @@ def create_order(
 ) -> tuple[OrderPublic, bool]:
     """Place an order; returns it and whether it was replayed for a repeated idempotency key.
 
-    `conn` starts write transactions (Database.write). Written with Core statements rather
-    than the unit of work: the ORM's flush of an order, its lines and its history entry cost
-    more than half of the request (measured).
+    The order is read back inside the transaction, before the commit, like every change.
     """
     fingerprint = _fingerprint(items)
     quantities = _merge(items)
@@ -139,51 +131,53 @@ def create_order(
     return order, False
 
 
-def add_item(db: Session, order_id: int, product_id: int, quantity: int) -> OrderPublic:
+def add_item(conn: Connection, order_id: int, product_id: int, quantity: int) -> OrderPublic:
     """Add a product to a pending order, or raise the quantity of its existing line."""
-    _lock_pending(db, order_id)
-    product = db.get(Product, product_id)
-    if product is None or not product.is_active:
+    _lock_pending(conn, order_id)
+    product = conn.execute(_ACTIVE_PRICES, {"ids": [product_id]}).one_or_none()
+    if product is None:
         raise _unavailable(["body", "product_id"], product_id)
-    line = db.scalar(
-        select(OrderItem).where(OrderItem.order_id == order_id, OrderItem.product_id == product_id)
-    )
+    line = conn.execute(_ORDER_LINE, {"order_id": order_id, "product_id": product_id}).first()
     if line is None:
-        db.add(
-            OrderItem(
-                order_id=order_id, product=product, quantity=quantity, unit_price=product.price
-            )
+        conn.execute(
+            _INSERT_LINE,
+            {
+                "order_id": order_id,
+                "product_id": product_id,
+                "quantity": quantity,
+                "unit_price": product.price,
+            },
         )
     elif line.quantity + quantity > MAX_QUANTITY:
         raise _too_many(["body", "quantity"])
     else:
         # The line keeps the unit price it was created with.
-        line.quantity += quantity
-    db.commit()
-    return _reloaded(db, order_id)
+        conn.execute(
+            update(OrderItem)
+            .where(OrderItem.id == line.id)
+            .values(quantity=OrderItem.quantity + quantity)
+        )
+    return _commit(conn, order_id)
 
 
-def remove_item(db: Session, order_id: int, item_id: int) -> OrderPublic:
-    _lock_pending(db, order_id)
-    line = db.scalar(
-        select(OrderItem).where(OrderItem.id == item_id, OrderItem.order_id == order_id)
-    )
-    if line is None:
+def remove_item(conn: Connection, order_id: int, item_id: int) -> OrderPublic:
+    _lock_pending(conn, order_id)
+    removed = conn.execute(
+        delete(OrderItem).where(OrderItem.id == item_id, OrderItem.order_id == order_id)
+    ).rowcount
+    if not removed:
         raise NotFound("Item not found in this order")
-    db.delete(line)
-    db.commit()
-    return _reloaded(db, order_id)
+    return _commit(conn, order_id)
 
 
 def change_status(
-    db: Session, order_id: int, actor: UserPublic, target: OrderStatus
+    conn: Connection, order_id: int, actor: UserPublic, target: OrderStatus
 ) -> OrderPublic:
     """Move an order along an allowed transition; a compare-and-set decides concurrent races."""
     now = utcnow()
-    begin_write(db)
     sources = [source for source, targets in TRANSITIONS.items() if target in targets]
     for source in sources:
-        moved = db.execute(
+        moved = conn.execute(
             update(Order)
             .where(Order.id == order_id, Order.status == source)
             .values(status=target, updated_at=now)
@@ -191,48 +185,46 @@ def change_status(
         if moved:
             break
     else:
-        current = db.scalar(select(Order.status).where(Order.id == order_id))
-        db.rollback()
+        current = conn.scalar(select(Order.status).where(Order.id == order_id))
         raise Conflict(f"Order is {current}; only a pending order can be {target}")
 
-    if target is OrderStatus.finished and not db.scalar(
+    if target is OrderStatus.finished and not conn.scalar(
         select(exists().where(OrderItem.order_id == order_id))
     ):
-        db.rollback()
         raise Conflict("An order without items cannot be finished")
 
-    db.add(
-        OrderStatusChange(
-            order_id=order_id,
-            from_status=source,
-            to_status=target,
-            changed_by=actor.id,
-            changed_at=now,
-        )
+    conn.execute(
+        _INSERT_CHANGE,
+        {
+            "order_id": order_id,
+            "from_status": source,
+            "to_status": target,
+            "changed_by": actor.id,
+            "changed_at": now,
+        },
     )
-    db.commit()
-    return _reloaded(db, order_id)
+    return _commit(conn, order_id)
 
 
 # --- helpers ----------------------------------------------------------------------------
 
 
-def _lock_pending(db: Session, order_id: int) -> None:
-    begin_write(db)
-    locked = db.execute(
+def _lock_pending(conn: Connection, order_id: int) -> None:
+    locked = conn.execute(
         update(Order)
         .where(Order.id == order_id, Order.status == OrderStatus.pending)
         .values(updated_at=utcnow())
     ).rowcount
     if not locked:
-        db.rollback()
         raise Conflict("Only a pending order can be changed")
 
 
-def _reloaded(db: Session, order_id: int) -> OrderPublic:
-    fresh = order_queries.get(db.connection(), order_id)
-    assert fresh is not None
-    return fresh
+def _commit(conn: Connection, order_id: int) -> OrderPublic:
+    """The order as this transaction leaves it, read before the commit releases the lock."""
+    order = order_queries.get(conn, order_id)
+    assert order is not None
+    conn.commit()
+    return order
 
 
 def _merge(items: Sequence[OrderItemIn]) -> dict[int, int]:
