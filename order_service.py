@@ -64,10 +64,7 @@ def create_order(
     items: Sequence[OrderItemIn],
     idempotency_key: str | None = None,
 ) -> tuple[OrderPublic, bool]:
-    """Place an order; returns it and whether it was replayed for a repeated idempotency key.
-
-    The order is read back inside the transaction, before the commit, like every change.
-    """
+    """Place an order; returns it and whether it was replayed for a repeated idempotency key."""
     fingerprint = _fingerprint(items)
     quantities = _merge(items)
     if idempotency_key is not None:
@@ -105,9 +102,8 @@ def create_order(
             "changed_at": now,
         },
     )
-    order = order_queries.get(conn, order_id)
-    try:
-        if idempotency_key is not None:
+    if idempotency_key is not None:
+        try:
             conn.execute(
                 _INSERT_KEY,
                 {
@@ -118,17 +114,16 @@ def create_order(
                     "created_at": now,
                 },
             )
-        conn.commit()
-    except IntegrityError:
-        # A concurrent retry with the same key committed first (PostgreSQL: the unique index
-        # made this insert wait for it); answer with its order instead of placing a second one.
-        conn.rollback()
-        replay = _replay(conn, user, idempotency_key, fingerprint) if idempotency_key else None
-        if replay is None:
-            raise
-        return replay, True
-    assert order is not None
-    return order, False
+        except IntegrityError:
+            # A concurrent retry with the same key got there first (PostgreSQL: the unique
+            # index made this insert wait for its commit); answer with its order instead of
+            # placing a second one.
+            conn.rollback()
+            replay = _replay(conn, user, idempotency_key, fingerprint)
+            if replay is None:
+                raise
+            return replay, True
+    return _commit(conn, order_id), False
 
 
 def add_item(conn: Connection, order_id: int, product_id: int, quantity: int) -> OrderPublic:
