@@ -298,8 +298,8 @@ def main() -> int:
     env = {"DATABASE_URL": url, "SECRET_KEY": SECRET, "ENVIRONMENT": "production"}
     app = Server("main:app", REPO, env)
     hello = Server("bench.hello:app", REPO, {})
-    # For context only: the same hello on plain uvicorn (h11, asyncio), the stack the issue's
-    # targets were calibrated on. The targets are judged against the hello above.
+    # For context only: the same hello on plain uvicorn (h11, asyncio), to show how much of the
+    # yardstick is the server stack. The targets are judged against the hello above.
     hello_plain = Server("bench.hello:app", REPO, {}, ("--http", "h11", "--loop", "asyncio"))
     try:
         token = httpx2.post(
