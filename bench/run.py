@@ -94,8 +94,9 @@ def pinned(core: str, command: list[str]) -> list[str]:
 
 class Server:
     def __init__(
-        self, app: str, cwd: Path, env: dict[str, str], options: tuple[str, ...] = ()
+        self, app: str, cwd: Path, env: dict[str, str], log: Path, options: tuple[str, ...] = ()
     ) -> None:
+        self.log = log
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         command = [
@@ -110,12 +111,17 @@ class Server:
             "warning",
             *options,
         ]
-        self.process = subprocess.Popen(
-            pinned(APP_CORE, command),
-            cwd=cwd,
-            env={**os.environ, **env},
-            start_new_session=True,
-        )
+        # Its log (a line per request) goes to a file, as a deployment's would, not to the
+        # terminal, where it would bury the table and cost more than writing the file.
+        with log.open("wb") as output:
+            self.process = subprocess.Popen(
+                pinned(APP_CORE, command),
+                cwd=cwd,
+                env={**os.environ, **env},
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
@@ -123,7 +129,10 @@ class Server:
                 return
             except httpx2.TransportError:
                 time.sleep(0.1)
-        raise RuntimeError(f"{app} did not start")
+        raise RuntimeError(f"{app} did not start:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 20) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
     def rss_mib(self) -> float:
         status = Path(f"/proc/{self.process.pid}/status").read_text()
@@ -296,11 +305,17 @@ def main() -> int:
     seed(url)
 
     env = {"DATABASE_URL": url, "SECRET_KEY": SECRET, "ENVIRONMENT": "production"}
-    app = Server("main:app", REPO, env)
-    hello = Server("bench.hello:app", REPO, {})
+    app = Server("main:app", REPO, env, workdir / "app.log")
+    hello = Server("bench.hello:app", REPO, {}, workdir / "hello.log")
     # For context only: the same hello on plain uvicorn (h11, asyncio), to show how much of the
     # yardstick is the server stack. The targets are judged against the hello above.
-    hello_plain = Server("bench.hello:app", REPO, {}, ("--http", "h11", "--loop", "asyncio"))
+    hello_plain = Server(
+        "bench.hello:app",
+        REPO,
+        {},
+        workdir / "hello-plain.log",
+        ("--http", "h11", "--loop", "asyncio"),
+    )
     try:
         token = httpx2.post(
             app.url + "/auth/login", json={"email": EMAIL, "password": PASSWORD}
@@ -415,6 +430,9 @@ def main() -> int:
         while reader.is_alive() or stormer.is_alive():
             peak_rss = max(peak_rss, app.rss_mib())
             time.sleep(0.1)
+    except BaseException:
+        print(f"the app's last log lines:\n{app.log_tail()}", file=sys.stderr)
+        raise
     finally:
         app.stop()
         hello.stop()
