@@ -3,12 +3,14 @@
 import asyncio
 import threading
 import time
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, literal, select, text
 from sqlalchemy.exc import OperationalError
 
 from database import Database, begin_write, write_session
+from models import UTCDateTime, _sqlite_utc
 from settings import Settings
 
 
@@ -84,3 +86,31 @@ def test_inline_reads_keep_one_connection_until_a_read_fails(sqlite_db: Database
     assert after is not first
     assert first.closed
     assert count == 0
+
+
+def test_timestamps_come_back_aware_and_in_utc_on_every_backend(database_url: str) -> None:
+    db = Database(Settings(_env_file=None, database_url=database_url, secret_key="k" * 32))
+    written = datetime(2026, 3, 1, 12, 30, 15, 250000, tzinfo=timezone(timedelta(hours=2)))
+    try:
+        with db.engine.connect() as conn:
+            read = conn.execute(select(literal(written, UTCDateTime))).scalar()
+    finally:
+        db.dispose()
+    assert read == written
+    assert read.tzinfo is not None
+    assert read.utcoffset() == timedelta(0)
+
+
+@pytest.mark.parametrize(
+    ("text_value", "expected"),
+    [
+        ("2026-03-01 10:30:15.250000", datetime(2026, 3, 1, 10, 30, 15, 250000, tzinfo=UTC)),
+        ("2026-03-01 10:30:15", datetime(2026, 3, 1, 10, 30, 15, tzinfo=UTC)),  # CURRENT_TIMESTAMP
+        ("2026-03-01T12:30:15+02:00", datetime(2026, 3, 1, 10, 30, 15, tzinfo=UTC)),
+        (None, None),
+    ],
+)
+def test_sqlite_timestamp_text_is_read_as_utc(
+    text_value: str | None, expected: datetime | None
+) -> None:
+    assert _sqlite_utc(text_value) == expected
