@@ -3,6 +3,7 @@
 import asyncio
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -86,6 +87,76 @@ def test_inline_reads_keep_one_connection_until_a_read_fails(sqlite_db: Database
     assert after is not first
     assert first.closed
     assert count == 0
+
+
+def _throttle_row(email: str, *, then_fail: bool = False) -> Callable[[Connection], str]:
+    def command(conn: Connection) -> str:
+        conn.execute(
+            text("INSERT INTO login_throttle VALUES (:email, 1, '2026-01-01 00:00:00')"),
+            {"email": email},
+        )
+        if then_fail:
+            raise ValueError("refused after the insert")
+        conn.commit()
+        return threading.current_thread().name
+
+    return command
+
+
+def _throttled(db: Database) -> set[str]:
+    with db.engine.connect() as conn:
+        return set(conn.execute(text("SELECT email FROM login_throttle")).scalars())
+
+
+def test_writes_run_inline_and_wait_on_the_pool_while_another_writer_holds_the_lock(
+    sqlite_db: Database,
+) -> None:
+    holder = sqlite_db.session()
+    begin_write(holder)  # another writer of this process, mid-transaction
+
+    def finish_later() -> None:
+        time.sleep(0.3)
+        holder.rollback()
+        holder.close()
+
+    async def writes() -> tuple[str, float, str]:
+        threading.Thread(target=finish_later).start()
+        start = time.perf_counter()
+        waited_in = await sqlite_db.write(_throttle_row("waited@example.com"))
+        waited = time.perf_counter() - start
+        return waited_in, waited, await sqlite_db.write(_throttle_row("inline@example.com"))
+
+    loop_thread = threading.current_thread().name
+    waited_in, waited, inline_in = asyncio.run(writes())
+    assert waited_in != loop_thread  # the thread pool, where a write may wait
+    assert waited >= 0.25
+    assert inline_in == loop_thread
+    assert _throttled(sqlite_db) == {"waited@example.com", "inline@example.com"}
+
+
+def test_an_inline_write_refused_the_lock_leaves_the_next_ones_atomic(
+    sqlite_db: Database,
+) -> None:
+    # Refusing the lock happens inside SQLAlchemy's "begin" event, after which that Connection
+    # would run statements in autocommit: the first failing command below would keep its row.
+    holder = sqlite_db.session()
+    begin_write(holder)
+
+    async def writes() -> None:
+        async def refused_then_released() -> None:
+            await asyncio.sleep(0.1)
+            await asyncio.to_thread(holder.rollback)
+
+        release = asyncio.create_task(refused_then_released())
+        await sqlite_db.write(_throttle_row("after-wait@example.com"))
+        await release
+        with pytest.raises(ValueError, match="refused"):
+            await sqlite_db.write(_throttle_row("rolled-back@example.com", then_fail=True))
+        await sqlite_db.write(_throttle_row("kept@example.com"))
+
+    asyncio.run(writes())
+    holder.close()
+    assert _throttled(sqlite_db) == {"after-wait@example.com", "kept@example.com"}
 
 
 def test_timestamps_come_back_aware_and_in_utc_on_every_backend(database_url: str) -> None:
