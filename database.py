@@ -294,7 +294,7 @@ class Database:
         BEGIN, each SELECT its own snapshot, and a writer's transactions end in the command.
         """
         conn: Connection | None = getattr(self._kept, role, None)
-        if conn is None:
+        if conn is None or conn.closed:  # closed: by dispose(), from another thread
             conn = connect()
             setattr(self._kept, role, conn)
             self._kept_connections.append(conn)
@@ -302,7 +302,8 @@ class Database:
 
     def _discard(self, conn: Connection, role: str) -> None:
         setattr(self._kept, role, None)
-        self._kept_connections.remove(conn)
+        if conn in self._kept_connections:
+            self._kept_connections.remove(conn)
         conn.invalidate()
         conn.close()
 

@@ -6,14 +6,16 @@ folded into `OrderPublic` objects by one pydantic validation. A page of orders c
 queries (count and rows) whatever its size.
 """
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from functools import cache
+from typing import Any
 
 from pydantic import TypeAdapter
-from sqlalchemy import ColumnElement, Connection, Row, Select, bindparam, func, select
+from sqlalchemy import ColumnElement, Connection, bindparam, func, select
 
 from models import Order, OrderItem, OrderStatus, OrderStatusChange, Product
+from prepared import Prepared
 from schemas import OrderPublic, StatusChangePublic
 
 _ORDERS = TypeAdapter(list[OrderPublic])
@@ -39,12 +41,11 @@ _ORDER_LINES = (
 
 
 # Statements are built once: building and hashing a statement costs more than running it.
-_ONE_ORDER = _ORDER_LINES.where(Order.id == bindparam("order_id")).order_by(OrderItem.id)
+_ONE_ORDER = Prepared(_ORDER_LINES.where(Order.id == bindparam("order_id")).order_by(OrderItem.id))
 
 
 def get(conn: Connection, order_id: int) -> OrderPublic | None:
-    rows = conn.execute(_ONE_ORDER, {"order_id": order_id})
-    orders = _assemble(rows.all())
+    orders = _assemble(_ONE_ORDER.all(conn, {"order_id": order_id}))
     return orders[0] if orders else None
 
 
@@ -67,7 +68,7 @@ def history(conn: Connection, order_id: int) -> list[StatusChangePublic]:
 
 
 @cache
-def _page_statements(by_user: bool, by_status: bool) -> tuple[Select, Select]:
+def _page_statements(by_user: bool, by_status: bool) -> tuple[Prepared, Prepared]:
     """The count and the rows of a page, for one combination of filters."""
     filters: list[ColumnElement[bool]] = []
     if by_user:
@@ -84,7 +85,7 @@ def _page_statements(by_user: bool, by_status: bool) -> tuple[Select, Select]:
         .subquery()
     )
     rows = _ORDER_LINES.join(ids, ids.c.id == Order.id).order_by(Order.id.desc(), OrderItem.id)
-    return count, rows
+    return Prepared(count), Prepared(rows)
 
 
 def page(
@@ -98,8 +99,8 @@ def page(
     """Newest first; `user_id=None` means every user's orders."""
     count, rows = _page_statements(user_id is not None, status is not None)
     params = {"user_id": user_id, "status": status, "limit": limit, "offset": offset}
-    total = conn.execute(count, params).scalar_one()
-    return _assemble(conn.execute(rows, params).all()), total
+    ((total,),) = count.all(conn, params)
+    return _assemble(rows.all(conn, params)), total
 
 
 def line_total(unit_price: Decimal, quantity: int) -> Decimal:
@@ -107,7 +108,7 @@ def line_total(unit_price: Decimal, quantity: int) -> Decimal:
     return unit_price * quantity
 
 
-def _assemble(rows: Iterable[Row]) -> list[OrderPublic]:
+def _assemble(rows: Iterable[Sequence[Any]]) -> list[OrderPublic]:
     """Fold (order, line) rows, ordered by order, into orders with their lines and totals.
 
     Rows are unpacked as tuples and the orders built as plain dicts that pydantic validates
