@@ -7,9 +7,11 @@ from pydantic import ConfigDict, Field
 
 import auth_service
 import security
+from database import Database
 from dependencies import (
     AdminUser,
     CurrentUser,
+    DatabaseDep,
     Pagination,
     PathId,
     SessionDep,
@@ -31,6 +33,7 @@ from schemas import (
     UserPublic,
     UserUpdate,
 )
+from settings import Settings
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
@@ -62,24 +65,25 @@ def signup(body: UserCreate, db: SessionDep) -> User:
     return auth_service.signup(db, body)
 
 
-def _login(db: SessionDep, settings: SettingsDep, email: str, password: str) -> TokenPair:
+async def _login(database: Database, settings: Settings, email: str, password: str) -> TokenPair:
     try:
-        user = auth_service.authenticate(db, settings, email, password)
+        return await auth_service.log_in(database, settings, email, password)
     except auth_service.Throttled as throttled:
         raise HTTPException(
             status.HTTP_429_TOO_MANY_REQUESTS,
             detail="Too many failed login attempts; try again later",
             headers={"Retry-After": str(throttled.retry_after)},
         ) from None
-    if user is None:
-        raise unauthorized("Incorrect email or password")
-    if not user.is_active:
-        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="This account is deactivated")
-    return auth_service.issue_tokens(db, settings, user)
+    except auth_service.InvalidCredentials:
+        raise unauthorized("Incorrect email or password") from None
+    except auth_service.Deactivated:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN, detail="This account is deactivated"
+        ) from None
 
 
 @router.post("/login", response_model=TokenPair, responses=responses(401, 403, 429))
-def login(body: LoginRequest, db: SessionDep, settings: SettingsDep) -> TokenPair:
+async def login(body: LoginRequest, database: DatabaseDep, settings: SettingsDep) -> TokenPair:
     """Exchange email and password for an access token (30 minutes) and a refresh token (7
     days).
 
@@ -88,7 +92,7 @@ def login(body: LoginRequest, db: SessionDep, settings: SettingsDep) -> TokenPai
     `Retry-After` in seconds; a successful login clears the count. A deactivated account
     gets 403.
     """
-    return _login(db, settings, body.email, body.password)
+    return await _login(database, settings, body.email, body.password)
 
 
 @router.post(
@@ -97,13 +101,13 @@ def login(body: LoginRequest, db: SessionDep, settings: SettingsDep) -> TokenPai
     response_model=TokenPair,
     responses=responses(401, 403, 429),
 )
-def login_form(
-    form: Annotated[LoginForm, Form()], db: SessionDep, settings: SettingsDep
+async def login_form(
+    form: Annotated[LoginForm, Form()], database: DatabaseDep, settings: SettingsDep
 ) -> TokenPair:
     """The same as `POST /auth/login`, as the OAuth2 password flow: a form with `username` (the
     email) and `password`. Swagger's **Authorize** button uses this route.
     """
-    return _login(db, settings, form.username, form.password)
+    return await _login(database, settings, form.username, form.password)
 
 
 @router.post("/refresh", response_model=TokenPair, responses=responses(401))

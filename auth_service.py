@@ -10,13 +10,23 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, bindparam, case, delete, func, literal, select, update
+from sqlalchemy import (
+    Connection,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 import security
-from database import begin_write
+from database import Database, begin_write
 from errors import Conflict
 from models import LoginThrottle, RefreshToken, User, utcnow
 from prepared import Prepared
@@ -58,51 +68,111 @@ def signup(db: Session, data: UserCreate) -> User:
     return user
 
 
-def authenticate(db: Session, settings: Settings, email: str, password: str) -> User | None:
-    """The user whose credentials these are, or None; raises Throttled past the limit.
+@dataclass(frozen=True)
+class LoginState:
+    """What a login reads before hashing: the email's failures and the account it names."""
+
+    failures: int
+    window_started_at: datetime | None
+    user_id: int | None
+    password_hash: str | None
+    is_active: bool
+
+    def retry_after(self, settings: Settings, now: datetime) -> int | None:
+        """Seconds until the email may try again, or None when it is not throttled."""
+        window = timedelta(seconds=settings.login_window_seconds)
+        if self.window_started_at is None or self.failures < settings.login_max_failures:
+            return None
+        if self.window_started_at <= now - window:
+            return None
+        return max(1, math.ceil((self.window_started_at + window - now).total_seconds()))
+
+
+class InvalidCredentials(Exception):
+    pass
+
+
+class Deactivated(Exception):
+    pass
+
+
+_THROTTLE = Prepared(
+    select(LoginThrottle.failures, LoginThrottle.window_started_at).where(
+        LoginThrottle.email == bindparam("email")
+    )
+)
+_ACCOUNT = Prepared(
+    select(User.id, User.password_hash, User.is_active).where(User.email == bindparam("email"))
+)
+
+
+def _login_state(conn: Connection, email: str) -> LoginState:
+    failures, started = _THROTTLE.one_or_none(conn, {"email": email}) or (0, None)
+    user_id, password_hash, is_active = _ACCOUNT.one_or_none(conn, {"email": email}) or (
+        None,
+        None,
+        False,
+    )
+    return LoginState(failures, started, user_id, password_hash, is_active)
+
+
+async def log_in(database: Database, settings: Settings, email: str, password: str) -> TokenPair:
+    """A token pair for these credentials.
+
+    Raises Throttled past the limit of failed attempts, InvalidCredentials for an unknown
+    email or a wrong password (in the same time: an unknown email is hashed too), and
+    Deactivated for the right password of a deactivated account.
 
     Only wrong passwords count, and a successful login clears the count, so several devices
     logging in at once are never throttled. The count is read before the slow hash and
-    recorded after it; concurrent guesses are bounded by the hash pool meanwhile.
+    recorded after it; concurrent guesses are bounded by the hash pool meanwhile. No
+    transaction is open while the hash runs.
     """
-    window = timedelta(seconds=settings.login_window_seconds)
-    now = utcnow()
-    throttle = db.get(LoginThrottle, email)
-    if (
-        throttle is not None
-        and throttle.failures >= settings.login_max_failures
-        and throttle.window_started_at > now - window
-    ):
-        retry_after = math.ceil((throttle.window_started_at + window - now).total_seconds())
-        raise Throttled(retry_after=max(1, retry_after))
-    user = db.scalar(select(User).where(User.email == email))
-    db.commit()  # end the read before hashing
-
-    if user is None:
-        security.verify_dummy(password)
+    state = await database.read(_login_state, email)
+    retry_after = state.retry_after(settings, utcnow())
+    if retry_after is not None:
+        raise Throttled(retry_after)
+    if state.password_hash is None:
+        await security.verify_dummy(password)
         valid, new_hash = False, None
     else:
-        valid, new_hash = security.verify_password(password, user.password_hash)
-
-    begin_write(db)
+        valid, new_hash = await security.verify_password_async(password, state.password_hash)
     if not valid:
-        _count_failure(db, email, utcnow(), window)
-        db.commit()
-        return None
-    db.execute(delete(LoginThrottle).where(LoginThrottle.email == email))
+        await database.write(_count_failure, settings, email)
+        raise InvalidCredentials
+    tokens = await database.write(_record_login, settings, email, state, new_hash)
+    if tokens is None:
+        raise Deactivated
+    return tokens
+
+
+def _record_login(
+    conn: Connection, settings: Settings, email: str, state: LoginState, new_hash: str | None
+) -> TokenPair | None:
+    """Clear the email's failures, store an upgraded hash, and issue tokens to an active
+    account: one transaction. Returns None for a deactivated account."""
+    assert state.user_id is not None
+    if state.failures:
+        conn.execute(delete(LoginThrottle).where(LoginThrottle.email == email))
     if new_hash is not None:
-        user.password_hash = new_hash
-    db.commit()
-    return user
+        conn.execute(update(User).where(User.id == state.user_id).values(password_hash=new_hash))
+    tokens = None
+    if state.is_active:
+        tokens = _add_token_pair(conn, settings, state.user_id, family=uuid.uuid4().hex)
+    conn.commit()
+    return tokens
 
 
-def _count_failure(db: Session, email: str, now: datetime, window: timedelta) -> None:
+def _count_failure(conn: Connection, settings: Settings, email: str) -> None:
     """Add one failure to the email's window, or start a new window if it expired: one
     atomic upsert, so failures reported by concurrent requests are all counted."""
-    expired = LoginThrottle.window_started_at <= now - window
-    dialect = postgresql if db.get_bind().dialect.name == "postgresql" else sqlite
+    now = utcnow()
+    expired = LoginThrottle.window_started_at <= now - timedelta(
+        seconds=settings.login_window_seconds
+    )
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     stmt = dialect.insert(LoginThrottle).values(email=email, failures=1, window_started_at=now)
-    db.execute(
+    conn.execute(
         stmt.on_conflict_do_update(
             index_elements=[LoginThrottle.email],
             set_={
@@ -114,16 +184,15 @@ def _count_failure(db: Session, email: str, now: datetime, window: timedelta) ->
             },
         )
     )
+    conn.commit()
 
 
-def issue_tokens(db: Session, settings: Settings, user: User) -> TokenPair:
-    begin_write(db)
-    tokens = _add_token_pair(db, settings, user.id, family=uuid.uuid4().hex)
-    db.commit()
-    return tokens
+_INSERT_REFRESH_TOKEN = insert(RefreshToken)
 
 
-def _add_token_pair(db: Session, settings: Settings, user_id: int, *, family: str) -> TokenPair:
+def _add_token_pair(
+    db: Session | Connection, settings: Settings, user_id: int, *, family: str
+) -> TokenPair:
     """A new access token, and a refresh token of `family` recorded in the open transaction."""
     access_lifetime = timedelta(minutes=settings.access_token_minutes)
     access, _ = security.create_token(
@@ -139,14 +208,15 @@ def _add_token_pair(db: Session, settings: Settings, user_id: int, *, family: st
         secret_key=settings.secret_key,
         family=family,
     )
-    db.add(
-        RefreshToken(
-            jti=claims.jti,
-            user_id=user_id,
-            family_id=family,
-            issued_at=claims.issued_at,
-            expires_at=claims.expires_at,
-        )
+    db.execute(
+        _INSERT_REFRESH_TOKEN,
+        {
+            "jti": claims.jti,
+            "user_id": user_id,
+            "family_id": family,
+            "issued_at": claims.issued_at,
+            "expires_at": claims.expires_at,
+        },
     )
     return TokenPair(
         access_token=access,

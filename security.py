@@ -1,5 +1,6 @@
 """Password hashing and JWTs: pure functions, no database and no HTTP."""
 
+import asyncio
 import base64
 import json
 import secrets
@@ -52,6 +53,10 @@ class _Hasher:
     def run(self, fn: Callable[..., T], *args: Any) -> T:
         return self._pool.submit(fn, *args).result()
 
+    async def run_async(self, fn: Callable[..., T], *args: Any) -> T:
+        """The same, awaited: the event loop waits for the hash without a thread of its own."""
+        return await asyncio.wrap_future(self._pool.submit(fn, *args))
+
 
 hasher = _Hasher()
 
@@ -70,14 +75,19 @@ def verify_password(password: str, password_hash: str) -> tuple[bool, str | None
     return hasher.run(pwd_context.verify_and_update, password, password_hash)
 
 
+async def verify_password_async(password: str, password_hash: str) -> tuple[bool, str | None]:
+    return await hasher.run_async(pwd_context.verify_and_update, password, password_hash)
+
+
 @cache
 def _dummy_hash() -> str:
     return pwd_context.hash(secrets.token_urlsafe(16))
 
 
-def verify_dummy(password: str) -> None:
+async def verify_dummy(password: str) -> None:
     """Spend the time of a real verification, so unknown emails cannot be told apart by timing."""
-    hasher.run(pwd_context.verify, password, _dummy_hash())
+    # The dummy hash is made on first use, on the hashing thread too.
+    await hasher.run_async(lambda: pwd_context.verify(password, _dummy_hash()))
 
 
 class TokenType(StrEnum):
