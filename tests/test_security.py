@@ -66,3 +66,13 @@ def test_login_upgrades_a_hash_made_with_older_parameters(
         ).scalar_one()
     assert stored != weaker
     assert stored.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
+    # A hash with the current parameters is left alone.
+    assert (
+        client.post("/auth/login", json={"email": alice.email, "password": PASSWORD}).status_code
+        == 200
+    )
+    with engine.connect() as conn:
+        again = conn.execute(
+            text("SELECT password_hash FROM users WHERE id = :id"), {"id": alice.id}
+        ).scalar_one()
+    assert again == stored
