@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 import httpx2 as httpx
 import pytest
 from fastapi.testclient import TestClient
-from jose import jwt
+from jose import jws, jwt
 
 from conftest import PASSWORD, TEST_SECRET, Account, login, make_account, signup
 from main import create_app
@@ -603,6 +603,17 @@ def test_me_accepts_a_token_re_signed_unchanged(client: TestClient, alice: Accou
         pytest.param(lambda a: bearer(resign(a.access_token, sub="abc")), id="sub-not-numeric"),
         pytest.param(lambda a: bearer(resign(a.access_token, sub=str(2**31))), id="sub-too-big"),
         pytest.param(lambda a: bearer(resign(a.access_token, sub="0")), id="sub-zero"),
+        pytest.param(lambda a: bearer(resign(a.access_token, sub=a.id)), id="sub-not-a-string"),
+        pytest.param(lambda a: bearer(resign(a.access_token, sub=f"+{a.id}")), id="sub-signed"),
+        pytest.param(
+            lambda a: bearer(resign(a.access_token, sub=f"{a.id}_0")), id="sub-underscore"
+        ),
+        pytest.param(lambda a: bearer(resign(a.access_token, exp="later")), id="exp-not-a-number"),
+        pytest.param(
+            lambda a: bearer(jws.sign(b"[1, 2]", TEST_SECRET, algorithm="HS256")),
+            id="claims-not-an-object",
+        ),
+        pytest.param(lambda a: bearer(resign(a.access_token, exp=int(time.time()))), id="exp-now"),
         pytest.param(
             lambda a: bearer(resign(a.access_token, iat=in_seconds(3600))), id="future-iat"
         ),
