@@ -107,12 +107,10 @@ _ACCOUNT = Prepared(
 
 
 def _login_state(conn: Connection, email: str) -> LoginState:
-    failures, started = _THROTTLE.one_or_none(conn, {"email": email}) or (0, None)
-    user_id, password_hash, is_active = _ACCOUNT.one_or_none(conn, {"email": email}) or (
-        None,
-        None,
-        False,
-    )
+    throttle = _THROTTLE.one_or_none(conn, {"email": email})
+    account = _ACCOUNT.one_or_none(conn, {"email": email})
+    failures, started = throttle if throttle is not None else (0, None)
+    user_id, password_hash, is_active = account if account is not None else (None, None, False)
     return LoginState(failures, started, user_id, password_hash, is_active)
 
 
@@ -152,8 +150,8 @@ def _record_login(
     """Clear the email's failures, store an upgraded hash, and issue tokens to an active
     account: one transaction. Returns None for a deactivated account."""
     assert state.user_id is not None
-    if state.failures:
-        conn.execute(delete(LoginThrottle).where(LoginThrottle.email == email))
+    # Also the failures other attempts recorded while this one was hashing.
+    conn.execute(delete(LoginThrottle).where(LoginThrottle.email == email))
     if new_hash is not None:
         conn.execute(update(User).where(User.id == state.user_id).values(password_hash=new_hash))
     tokens = None

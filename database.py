@@ -178,7 +178,7 @@ def begin_write(session: Session) -> None:
 
 
 class Database:
-    """The engine and the session factory of one database, and how async code reads from it."""
+    """The engine and the session factory of one database, and how async code reads and writes."""
 
     def __init__(self, settings: Settings) -> None:
         self.url = settings.database_url
