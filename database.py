@@ -210,8 +210,9 @@ class Database:
     async def write(
         self, command: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
-        """Run a command that writes, with a connection whose transactions write, from async
-        code. The command commits; whatever it leaves open is rolled back.
+        """Run a command that writes, from async code. It gets a connection in a write
+        transaction already begun (and whose later transactions write too); it commits, and
+        whatever it leaves open is rolled back.
 
         A write may wait: for the write lock (SQLite) or a row lock (PostgreSQL), so it runs
         on the thread pool. On SQLite it is first tried inline, on a connection that does not
@@ -230,13 +231,15 @@ class Database:
         self, command: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
         with self.engine.connect() as conn:
-            return command(conn.execution_options(**{IMMEDIATE: True}), *args, **kwargs)
+            conn.execution_options(**{IMMEDIATE: True}).begin()
+            return command(conn, *args, **kwargs)
 
     def _write_inline(
         self, command: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
         conn = self._kept_connection("writer", self._connect_writer)
         try:
+            conn.begin()
             return command(conn, *args, **kwargs)
         except BaseException as exc:
             if _is_busy(exc) or isinstance(exc, (DBAPIError, sqlite3.Error)):

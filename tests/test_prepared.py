@@ -1,12 +1,15 @@
 """Prepared statements return exactly what SQLAlchemy Core returns for the same statement."""
 
+import asyncio
+from datetime import datetime, timedelta, timezone
+
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Select, bindparam, select
+from sqlalchemy import Connection, Select, bindparam, delete, insert, select, text
 
 import order_queries
 from conftest import Account, signup
-from models import Order, OrderStatus, User
+from models import Order, OrderStatus, OrderStatusChange, User
 from prepared import Prepared
 
 BY_STATUS = select(Order.id).where(Order.status == bindparam("status")).order_by(Order.id)
@@ -51,3 +54,50 @@ def test_no_rows_and_too_many_rows(client: TestClient, alice: Account) -> None:
         assert Prepared(select(User.id).where(User.id == 0)).one_or_none(conn, {}) is None
         with pytest.raises(ValueError, match="more than one row"):
             Prepared(select(User.id)).one_or_none(conn, {})
+
+
+def test_prepared_writes_store_what_core_stores(
+    client: TestClient, alice: Account, products: list[dict]
+) -> None:
+    items = [{"product_id": products[0]["id"], "quantity": 1}]
+    order_id = client.post("/order", json={"items": items}, headers=alice.headers).json()["id"]
+    change = insert(OrderStatusChange).values(
+        order_id=bindparam("order_id"),
+        from_status=bindparam("from_status"),
+        to_status=bindparam("to_status"),
+        changed_by=bindparam("changed_by"),
+        changed_at=bindparam("at"),
+    )
+    at = datetime(2026, 5, 1, 9, 30, 0, 123456, tzinfo=timezone(timedelta(hours=-3)))
+    params = {
+        "order_id": order_id,
+        "from_status": OrderStatus.pending,
+        "to_status": OrderStatus.cancelled,
+        "changed_by": alice.id,
+        "at": at,
+    }
+
+    def both(conn: Connection) -> list[tuple]:
+        Prepared(change).execute_many(conn, [params])
+        conn.execute(change, params)
+        stored = conn.execute(
+            text(
+                "SELECT from_status, to_status, changed_by, changed_at FROM order_status_changes"
+                " WHERE to_status = 'cancelled' ORDER BY id"
+            )
+        ).all()
+        conn.rollback()
+        return [tuple(row) for row in stored]
+
+    by_prepared, by_core = asyncio.run(client.app.state.db.write(both))
+    assert by_prepared == by_core
+    assert by_prepared[:2] == ("pending", "cancelled")
+
+
+def test_a_prepared_write_outside_a_write_transaction_is_refused(client: TestClient) -> None:
+    db = client.app.state.db
+    if db.engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's write discipline")
+    statement = Prepared(delete(User).where(User.id == bindparam("id")))
+    with db.engine.connect() as conn, pytest.raises(RuntimeError, match="begin_write"):
+        statement.execute_many(conn, [{"id": 1}])
