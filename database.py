@@ -157,13 +157,19 @@ def make_engine(
     def _writes_only_in_write_transactions(
         _conn: Connection, cursor: sqlite3.Cursor, statement: str, *_args: object
     ) -> None:
-        if statement[:6].upper() in _WRITES and not cursor.connection.in_write_transaction:
-            raise RuntimeError("a write outside begin_write(): it would not be atomic")
+        if statement[:6].upper() in _WRITES:
+            refuse_write_outside_transaction(cursor.connection)
 
     return engine
 
 
 _WRITES = frozenset({"INSERT", "UPDATE", "DELETE"})
+
+
+def refuse_write_outside_transaction(dbapi_connection: object) -> None:
+    """On SQLite, a write must run inside begin_write(): alone it would not be atomic."""
+    if not getattr(dbapi_connection, "in_write_transaction", False):
+        raise RuntimeError("a write outside begin_write(): it would not be atomic")
 
 
 def begin_write(session: Session) -> None:

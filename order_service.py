@@ -3,9 +3,10 @@
 A line takes its unit price from the catalogue when it is created and keeps it; what lines
 and orders add up to is computed in one place, `order_queries.line_total`, for every read.
 
-Every function here takes a connection from `Database.write`, whose transactions take the
-write lock on SQLite, and commits what it did (anything left open is rolled back). Orders are
-written with Core statements: the ORM's unit of work was most of the cost of a write.
+Every function here takes a connection from `Database.write`, in a write transaction (which
+holds the write lock on SQLite), and commits what it did (anything left open is rolled back).
+Orders are written with Core statements, and the inserts every new order makes are prepared
+(`prepared.py`): the ORM's unit of work, and then Core's execution, were most of a write.
 
 Every change to an order starts with a conditional UPDATE of its row (`... WHERE status =
 'pending'`). That statement both checks the rule and locks the row (PostgreSQL) or holds the
@@ -118,17 +119,15 @@ def create_order(
                 for product_id, quantity in quantities.items()
             ],
         )
-    _INSERT_CHANGE.execute_many(
+    _INSERT_CHANGE.execute(
         conn,
-        [
-            {
-                "order_id": order_id,
-                "from_status": None,
-                "to_status": OrderStatus.pending,
-                "changed_by": user.id,
-                "now": now,
-            }
-        ],
+        {
+            "order_id": order_id,
+            "from_status": None,
+            "to_status": OrderStatus.pending,
+            "changed_by": user.id,
+            "now": now,
+        },
     )
     if idempotency_key is not None:
         try:
@@ -162,16 +161,14 @@ def add_item(conn: Connection, order_id: int, product_id: int, quantity: int) ->
         raise _unavailable(["body", "product_id"], product_id)
     line = conn.execute(_ORDER_LINE, {"order_id": order_id, "product_id": product_id}).first()
     if line is None:
-        _INSERT_LINE.execute_many(
+        _INSERT_LINE.execute(
             conn,
-            [
-                {
-                    "order_id": order_id,
-                    "product_id": product_id,
-                    "quantity": quantity,
-                    "unit_price": product.price,
-                }
-            ],
+            {
+                "order_id": order_id,
+                "product_id": product_id,
+                "quantity": quantity,
+                "unit_price": product.price,
+            },
         )
     elif line.quantity + quantity > MAX_QUANTITY:
         raise _too_many(["body", "quantity"])
@@ -218,17 +215,15 @@ def change_status(
     ):
         raise Conflict("An order without items cannot be finished")
 
-    _INSERT_CHANGE.execute_many(
+    _INSERT_CHANGE.execute(
         conn,
-        [
-            {
-                "order_id": order_id,
-                "from_status": source,
-                "to_status": target,
-                "changed_by": actor.id,
-                "now": now,
-            }
-        ],
+        {
+            "order_id": order_id,
+            "from_status": source,
+            "to_status": target,
+            "changed_by": actor.id,
+            "now": now,
+        },
     )
     return _commit(conn, order_id)
 

@@ -24,6 +24,8 @@ from sqlalchemy import Connection, Select
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.dml import UpdateBase
 
+from database import refuse_write_outside_transaction
+
 Processor = Callable[[Any], Any]
 Params = Mapping[str, Any]
 
@@ -80,6 +82,10 @@ class Prepared:
             raise ValueError("more than one row where at most one was expected")
         return rows[0] if rows else None
 
+    def execute(self, conn: Connection, params: Params) -> None:
+        """A write without RETURNING."""
+        self.execute_many(conn, [params])
+
     def execute_many(self, conn: Connection, many: Sequence[Params]) -> None:
         """A write without RETURNING, once for each set of parameters."""
         if conn.dialect.name != "sqlite":
@@ -92,8 +98,8 @@ class Prepared:
 
     def _driver(self, conn: Connection, compiled: _Compiled) -> Any:
         driver = conn.connection.dbapi_connection
-        if compiled.writes and not getattr(driver, "in_write_transaction", False):
-            raise RuntimeError("a write outside begin_write(): it would not be atomic")
+        if compiled.writes:
+            refuse_write_outside_transaction(driver)
         return driver
 
     def _compiled(self, conn: Connection) -> _Compiled:
