@@ -18,8 +18,9 @@ import hashlib
 import json
 from collections.abc import Sequence
 from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, exists, insert, select, update
+from sqlalchemy import BindParameter, Connection, bindparam, delete, exists, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 import order_queries
@@ -48,32 +49,28 @@ TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
 _ACTIVE_PRICES = select(Product.id, Product.price).where(
     Product.id.in_(bindparam("ids", expanding=True)), Product.is_active
 )
+
+
+def _bound(*columns: str, **renamed: str) -> dict[str, BindParameter[Any]]:
+    """VALUES for an insert: each column from the parameter of its own name, or of the name
+    given."""
+    return {column: bindparam(column) for column in columns} | {
+        column: bindparam(name) for column, name in renamed.items()
+    }
+
+
 # The writes of every new order are prepared: through Core they cost most of the request.
 _INSERT_ORDER = Prepared(
     insert(Order)
-    .values(
-        user_id=bindparam("user_id"),
-        status=bindparam("status"),
-        created_at=bindparam("now"),
-        updated_at=bindparam("now"),
-    )
+    .values(_bound("user_id", "status", created_at="now", updated_at="now"))
     .returning(Order.id)
 )
 _INSERT_LINE = Prepared(
-    insert(OrderItem).values(
-        order_id=bindparam("order_id"),
-        product_id=bindparam("product_id"),
-        quantity=bindparam("quantity"),
-        unit_price=bindparam("unit_price"),
-    )
+    insert(OrderItem).values(_bound("order_id", "product_id", "quantity", "unit_price"))
 )
 _INSERT_CHANGE = Prepared(
     insert(OrderStatusChange).values(
-        order_id=bindparam("order_id"),
-        from_status=bindparam("from_status"),
-        to_status=bindparam("to_status"),
-        changed_by=bindparam("changed_by"),
-        changed_at=bindparam("now"),
+        _bound("order_id", "from_status", "to_status", "changed_by", changed_at="now")
     )
 )
 _INSERT_KEY = insert(IdempotencyKey)
