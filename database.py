@@ -248,13 +248,14 @@ class Database:
             conn.begin()
             return command(conn, *args, **kwargs)
         except BaseException as exc:
-            if _is_busy(exc) or isinstance(exc, (DBAPIError, sqlite3.Error)):
+            busy = _is_busy(exc)
+            if busy or isinstance(exc, (DBAPIError, sqlite3.Error)):
                 # Closing the connection rolls back whatever the command did, so after a busy
                 # database it may run again in full. It cannot be kept: when the lock was
                 # refused in SQLAlchemy's "begin" event, the Connection stops beginning
                 # transactions and would run the next statements in autocommit.
                 self._discard(conn, "writer")
-            if _is_busy(exc):
+            if busy:
                 raise WriteLockBusy from exc
             raise
         finally:

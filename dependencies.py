@@ -48,9 +48,9 @@ def unauthorized(detail: str) -> HTTPException:
 
 
 # The dependencies below run on every authenticated request. Each needs one short read, so
-# they go through the app's Database (a Core statement on a connection the event loop keeps,
-# on SQLite) rather than a SessionDep: opening and closing an ORM session per request cost
-# more than the reads it served (measured: GET /order/{id} from 504 to 364 us in process).
+# they go through the app's Database (a prepared statement on a connection the event loop
+# keeps, on SQLite) rather than a SessionDep: opening and closing an ORM session per request
+# cost more than the reads it served (measured: GET /order/{id} from 504 to 364 us in process).
 
 
 class BearerUser(OAuth2PasswordBearer):
