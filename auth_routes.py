@@ -2,24 +2,12 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Form, HTTPException, Response, status
+from fastapi import APIRouter, Form, Response, status
 from pydantic import ConfigDict, Field
 
 import auth_service
-import security
-from database import Database
-from dependencies import (
-    AdminUser,
-    CurrentUser,
-    DatabaseDep,
-    Pagination,
-    PathId,
-    SessionDep,
-    SettingsDep,
-    unauthorized,
-)
+from dependencies import AdminUser, CurrentUser, DatabaseDep, Pagination, PathId, SettingsDep
 from errors import responses
-from models import User
 from schemas import (
     Email,
     Input,
@@ -33,7 +21,6 @@ from schemas import (
     UserPublic,
     UserUpdate,
 )
-from settings import Settings
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
@@ -57,42 +44,25 @@ class LoginForm(Input):
     response_model=UserPublic,
     responses=responses(409),
 )
-def signup(body: UserCreate, db: SessionDep) -> User:
+async def signup(body: UserCreate, database: DatabaseDep) -> UserPublic:
     """Create an account. Anyone may sign up; the email is stored lower-cased and must not be
-    taken in any letter case. The password is 8 to 128 characters. New accounts are active
-    customers, never admins.
+    taken in any letter case. The password is {password_min} to {password_max} characters.
+    New accounts are active customers, never admins.
     """
-    return auth_service.signup(db, body)
-
-
-async def _login(database: Database, settings: Settings, email: str, password: str) -> TokenPair:
-    try:
-        return await auth_service.log_in(database, settings, email, password)
-    except auth_service.Throttled as throttled:
-        raise HTTPException(
-            status.HTTP_429_TOO_MANY_REQUESTS,
-            detail="Too many failed login attempts; try again later",
-            headers={"Retry-After": str(throttled.retry_after)},
-        ) from None
-    except auth_service.InvalidCredentials:
-        raise unauthorized("Incorrect email or password") from None
-    except auth_service.Deactivated:
-        raise HTTPException(
-            status.HTTP_403_FORBIDDEN, detail="This account is deactivated"
-        ) from None
+    return await auth_service.sign_up(database, body)
 
 
 @router.post("/login", response_model=TokenPair, responses=responses(401, 403, 429))
 async def login(body: LoginRequest, database: DatabaseDep, settings: SettingsDep) -> TokenPair:
-    """Exchange email and password for an access token (30 minutes) and a refresh token (7
-    days).
+    """Exchange email and password for an access token ({access_token_lifetime}) and a refresh
+    token ({refresh_token_lifetime}).
 
-    A wrong password and an unknown email get the same 401. After 5 failed attempts for one
-    email within 15 minutes every attempt gets 429, even with the right password, with
-    `Retry-After` in seconds; a successful login clears the count. A deactivated account
-    gets 403.
+    A wrong password and an unknown email get the same 401. After {login_max_failures} failed
+    attempts for one email within {login_window} every attempt gets 429, even with the right
+    password, with `Retry-After` in seconds; a successful login clears the count. A
+    deactivated account gets 403.
     """
-    return await _login(database, settings, body.email, body.password)
+    return await auth_service.log_in(database, settings, body.email, body.password)
 
 
 @router.post(
@@ -107,30 +77,24 @@ async def login_form(
     """The same as `POST /auth/login`, as the OAuth2 password flow: a form with `username` (the
     email) and `password`. Swagger's **Authorize** button uses this route.
     """
-    return await _login(database, settings, form.username, form.password)
+    return await auth_service.log_in(database, settings, form.username, form.password)
 
 
 @router.post("/refresh", response_model=TokenPair, responses=responses(401))
-def refresh(body: RefreshRequest, db: SessionDep, settings: SettingsDep) -> TokenPair:
+async def refresh(body: RefreshRequest, database: DatabaseDep, settings: SettingsDep) -> TokenPair:
     """Trade a refresh token for a new pair. Each refresh token works once: the one presented
     is spent. Presenting a spent token again means it leaked, so every token issued from it
     since is revoked as well.
     """
-    tokens = auth_service.rotate(db, settings, body.refresh_token)
-    if tokens is None:
-        raise unauthorized("Invalid, expired or already used refresh token")
-    return tokens
+    return await auth_service.refresh(database, settings, body.refresh_token)
 
 
 @router.post("/logout", status_code=status.HTTP_204_NO_CONTENT, responses=responses(401))
-def logout(body: RefreshRequest, db: SessionDep, settings: SettingsDep) -> Response:
+async def logout(body: RefreshRequest, database: DatabaseDep, settings: SettingsDep) -> Response:
     """Revoke a refresh token. Logging out a token that is already spent or revoked also
     succeeds; a forged, malformed or expired one is 401. Access tokens expire on their own.
     """
-    try:
-        auth_service.logout(db, settings, body.refresh_token)
-    except security.InvalidToken:
-        raise unauthorized("Invalid or expired refresh token") from None
+    await auth_service.log_out(database, settings, body.refresh_token)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -143,36 +107,36 @@ async def me(user: CurrentUser) -> UserPublic:
 
 
 @router.post("/change-password", status_code=status.HTTP_204_NO_CONTENT, responses=responses(401))
-def change_password(body: PasswordChange, user: CurrentUser, db: SessionDep) -> Response:
-    """Set a new password (8 to 128 characters) after proving the current one. Every refresh
-    token of the account is revoked, so other sessions must log in again.
+async def change_password(
+    body: PasswordChange, user: CurrentUser, database: DatabaseDep
+) -> Response:
+    """Set a new password ({password_min} to {password_max} characters) after proving the
+    current one. Every refresh token of the account is revoked, so other sessions must log
+    in again.
     """
-    if not auth_service.change_password(db, user, body.current_password, body.new_password):
-        raise unauthorized("Current password is incorrect")
+    await auth_service.change_password(database, user, body.current_password, body.new_password)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get("/users", response_model=Page[UserPublic], responses=responses(401, 403))
-def list_users(_admin: AdminUser, db: SessionDep, page: Pagination) -> Page[UserPublic]:
+async def list_users(
+    _admin: AdminUser, database: DatabaseDep, page: Pagination
+) -> Page[UserPublic]:
     """Admins only: every account, oldest first, a page at a time."""
-    users, total = auth_service.list_users(db, limit=page.limit, offset=page.offset)
-    return Page[UserPublic](
-        items=[UserPublic.model_validate(u) for u in users],
-        total=total,
-        limit=page.limit,
-        offset=page.offset,
+    users, total = await database.read(
+        auth_service.list_users, limit=page.limit, offset=page.offset
     )
+    return Page[UserPublic](items=users, total=total, limit=page.limit, offset=page.offset)
 
 
 @router.patch(
     "/users/{user_id}", response_model=UserPublic, responses=responses(401, 403, 404, 409)
 )
-def update_user(user_id: PathId, body: UserUpdate, admin: AdminUser, db: SessionDep) -> User:
+async def update_user(
+    user_id: PathId, body: UserUpdate, admin: AdminUser, database: DatabaseDep
+) -> UserPublic:
     """Admins only: activate or deactivate an account, or grant or remove admin rights. A
     deactivated user's tokens stop working at once. Admins cannot remove their own admin or
     active flag (409), so there is always an admin.
     """
-    user = auth_service.update_user(db, admin, user_id, body)
-    if user is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="User not found")
-    return user
+    return await database.write(auth_service.update_user, admin, user_id, body)

@@ -1,8 +1,8 @@
 """Accounts, logins and tokens: the rules behind /auth, kept apart from HTTP.
 
-Password hashing is slow by design (argon2), so every function here finishes its database
-transaction before hashing and starts a new one after: a write lock is never held while a
-hash runs.
+The flows (`sign_up`, `log_in`, `refresh`, ...) take the app's Database and run their reads
+and commands through it. Password hashing is slow by design (argon2), so it always runs
+between two units of work, never inside one: a write lock is never held while a hash runs.
 """
 
 import math
@@ -23,29 +23,26 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 import security
-from database import Database, begin_write
-from errors import Conflict
+from database import Database
+from errors import Conflict, Forbidden, NotFound, TooManyRequests, Unauthorized
 from models import LoginThrottle, RefreshToken, User, utcnow
-from prepared import Prepared
+from precompiled import Precompiled
 from schemas import TokenPair, UserCreate, UserPublic, UserUpdate
-from security import InvalidToken, TokenType
+from security import InvalidToken, TokenClaims, TokenType
 from settings import Settings
 
+_USER_COLUMNS = (User.id, User.name, User.email, User.is_active, User.is_admin, User.created_at)
 
-@dataclass
-class Throttled(Exception):
-    retry_after: int
-
-
-# Loaded on every authenticated request, so prepared once.
-_ACTIVE_USER = Prepared(
-    select(User.id, User.name, User.email, User.is_active, User.is_admin, User.created_at).where(
-        User.id == bindparam("user_id"), User.is_active
-    )
+# Loaded on every authenticated request, so precompiled.
+_ACTIVE_USER = Precompiled(
+    select(*_USER_COLUMNS).where(User.id == bindparam("user_id"), User.is_active)
 )
+
+
+def _user(row: object) -> UserPublic:
+    return UserPublic.model_validate(row, from_attributes=True)
 
 
 def active_user(conn: Connection, user_id: int) -> UserPublic | None:
@@ -55,17 +52,43 @@ def active_user(conn: Connection, user_id: int) -> UserPublic | None:
     return UserPublic.model_construct(**dict(zip(_ACTIVE_USER.keys, row, strict=True)))
 
 
-def signup(db: Session, data: UserCreate) -> User:
-    password_hash = security.hash_password(data.password)
-    user = User(name=data.name, email=data.email, password_hash=password_hash)
-    begin_write(db)
-    db.add(user)
-    try:
-        db.commit()
-    except IntegrityError:
-        db.rollback()
-        raise Conflict("Email is already registered") from None
+async def user_of_token(database: Database, settings: Settings, token: str) -> UserPublic:
+    """The active user an access token names; Unauthorized for anything else. Checked on
+    every request, so deactivating a user locks them out at once."""
+    claims = _claims(settings, token, TokenType.access, "Invalid or expired token")
+    user = await database.read(active_user, claims.user_id)
+    if user is None:
+        raise Unauthorized("Invalid or expired token")
     return user
+
+
+def _claims(settings: Settings, token: str, expected: TokenType, refusal: str) -> TokenClaims:
+    try:
+        return security.decode_token(token, expected=expected, secret_key=settings.secret_key)
+    except InvalidToken:
+        raise Unauthorized(refusal) from None
+
+
+# --- signup and login -----------------------------------------------------------------------
+
+
+async def sign_up(database: Database, data: UserCreate) -> UserPublic:
+    password_hash = await security.hash_password(data.password)
+    return await database.write(_insert_user, data.name, data.email, password_hash)
+
+
+def _insert_user(
+    conn: Connection, name: str, email: str, password_hash: str, *, is_admin: bool = False
+) -> UserPublic:
+    try:
+        row = conn.execute(
+            insert(User)
+            .values(name=name, email=email, password_hash=password_hash, is_admin=is_admin)
+            .returning(*_USER_COLUMNS)
+        ).one()
+    except IntegrityError:
+        raise Conflict("Email is already registered") from None
+    return _user(row)
 
 
 @dataclass(frozen=True)
@@ -88,20 +111,12 @@ class LoginState:
         return max(1, math.ceil((self.window_started_at + window - now).total_seconds()))
 
 
-class InvalidCredentials(Exception):
-    pass
-
-
-class Deactivated(Exception):
-    pass
-
-
-_THROTTLE = Prepared(
+_THROTTLE = Precompiled(
     select(LoginThrottle.failures, LoginThrottle.window_started_at).where(
         LoginThrottle.email == bindparam("email")
     )
 )
-_ACCOUNT = Prepared(
+_ACCOUNT = Precompiled(
     select(User.id, User.password_hash, User.is_active).where(User.email == bindparam("email"))
 )
 
@@ -114,33 +129,38 @@ def _login_state(conn: Connection, email: str) -> LoginState:
     return LoginState(failures, started, user_id, password_hash, is_active)
 
 
+def _throttled(retry_after: int) -> TooManyRequests:
+    return TooManyRequests(
+        "Too many failed login attempts; try again later", retry_after=retry_after
+    )
+
+
 async def log_in(database: Database, settings: Settings, email: str, password: str) -> TokenPair:
     """A token pair for these credentials.
 
-    Raises Throttled past the limit of failed attempts, InvalidCredentials for an unknown
-    email or a wrong password (in the same time: an unknown email is hashed too), and
-    Deactivated for the right password of a deactivated account.
+    Refuses with 429 past the limit of failed attempts, 401 for an unknown email or a wrong
+    password (in the same time: an unknown email is hashed too), and 403 for the right
+    password of a deactivated account.
 
     Only wrong passwords count, and a successful login clears the count, so several devices
     logging in at once are never throttled. The count is read before the slow hash and
-    recorded after it; concurrent guesses are bounded by the hash pool meanwhile. No
-    transaction is open while the hash runs.
+    recorded after it; concurrent guesses are bounded by the hash pool meanwhile.
     """
     state = await database.read(_login_state, email)
     retry_after = state.retry_after(settings, utcnow())
     if retry_after is not None:
-        raise Throttled(retry_after)
+        raise _throttled(retry_after)
     if state.password_hash is None:
         await security.verify_dummy(password)
         valid, new_hash = False, None
     else:
-        valid, new_hash = await security.verify_password_async(password, state.password_hash)
+        valid, new_hash = await security.verify_password(password, state.password_hash)
     if not valid:
         await database.write(_count_failure, settings, email)
-        raise InvalidCredentials
+        raise Unauthorized("Incorrect email or password")
     tokens = await database.write(_record_login, settings, email, state, new_hash)
     if tokens is None:
-        raise Deactivated
+        raise Forbidden("This account is deactivated")
     return tokens
 
 
@@ -148,17 +168,15 @@ def _record_login(
     conn: Connection, settings: Settings, email: str, state: LoginState, new_hash: str | None
 ) -> TokenPair | None:
     """Clear the email's failures, store an upgraded hash, and issue tokens to an active
-    account: one transaction. Returns None for a deactivated account."""
+    account. Returns None for a deactivated account."""
     assert state.user_id is not None
     # Also the failures other attempts recorded while this one was hashing.
     conn.execute(delete(LoginThrottle).where(LoginThrottle.email == email))
     if new_hash is not None:
         conn.execute(update(User).where(User.id == state.user_id).values(password_hash=new_hash))
-    tokens = None
-    if state.is_active:
-        tokens = _add_token_pair(conn, settings, state.user_id, family=uuid.uuid4().hex)
-    conn.commit()
-    return tokens
+    if not state.is_active:
+        return None
+    return _add_token_pair(conn, settings, state.user_id, family=uuid.uuid4().hex)
 
 
 def _count_failure(conn: Connection, settings: Settings, email: str) -> None:
@@ -182,14 +200,15 @@ def _count_failure(conn: Connection, settings: Settings, email: str) -> None:
             },
         )
     )
-    conn.commit()
 
+
+# --- refresh tokens -----------------------------------------------------------------------
 
 _INSERT_REFRESH_TOKEN = insert(RefreshToken)
 
 
 def _add_token_pair(
-    db: Session | Connection, settings: Settings, user_id: int, *, family: str
+    conn: Connection, settings: Settings, user_id: int, *, family: str
 ) -> TokenPair:
     """A new access token, and a refresh token of `family` recorded in the open transaction."""
     access_lifetime = timedelta(minutes=settings.access_token_minutes)
@@ -206,7 +225,7 @@ def _add_token_pair(
         secret_key=settings.secret_key,
         family=family,
     )
-    db.execute(
+    conn.execute(
         _INSERT_REFRESH_TOKEN,
         {
             "jti": claims.jti,
@@ -223,21 +242,26 @@ def _add_token_pair(
     )
 
 
-def rotate(db: Session, settings: Settings, refresh_token: str) -> TokenPair | None:
-    """Spend a refresh token and issue a new pair; None when the token cannot be used.
+_REFRESH_REFUSED = "Invalid, expired or already used refresh token"
+
+
+async def refresh(database: Database, settings: Settings, refresh_token: str) -> TokenPair:
+    """Spend a refresh token and issue a new pair.
 
     Spending is one conditional UPDATE, so of two concurrent refreshes exactly one wins.
-    Presenting a token that was already spent means it leaked: its whole family is revoked.
+    Presenting a token that was already spent means it leaked: its whole family is revoked
+    (committed), and the request is refused.
     """
-    try:
-        claims = security.decode_token(
-            refresh_token, expected=TokenType.refresh, secret_key=settings.secret_key
-        )
-    except InvalidToken:
-        return None
+    claims = _claims(settings, refresh_token, TokenType.refresh, _REFRESH_REFUSED)
+    tokens = await database.write(_rotate, settings, claims)
+    if tokens is None:
+        raise Unauthorized(_REFRESH_REFUSED)
+    return tokens
+
+
+def _rotate(conn: Connection, settings: Settings, claims: TokenClaims) -> TokenPair | None:
     now = utcnow()
-    begin_write(db)
-    family = db.scalar(
+    family = conn.scalar(
         update(RefreshToken)
         .where(
             RefreshToken.jti == claims.jti,
@@ -249,75 +273,94 @@ def rotate(db: Session, settings: Settings, refresh_token: str) -> TokenPair | N
         .returning(RefreshToken.family_id)
     )
     if family is None:
-        stored = db.get(RefreshToken, claims.jti)
+        stored = conn.execute(
+            select(RefreshToken.family_id, RefreshToken.spent_at).where(
+                RefreshToken.jti == claims.jti
+            )
+        ).one_or_none()
         if stored is not None and stored.spent_at is not None:
-            _revoke_family(db, stored.family_id, now)
-        db.commit()
+            _revoke_family(conn, stored.family_id, now)
         return None
-
-    if not db.scalar(select(User.is_active).where(User.id == claims.user_id)):
-        db.rollback()
+    if not conn.scalar(select(User.is_active).where(User.id == claims.user_id)):
         return None
-    tokens = _add_token_pair(db, settings, claims.user_id, family=family)
-    db.commit()
-    return tokens
+    return _add_token_pair(conn, settings, claims.user_id, family=family)
 
 
-def _revoke_family(db: Session, family: str, now: datetime) -> None:
-    db.execute(
+def _revoke_family(conn: Connection, family: str, now: datetime) -> None:
+    conn.execute(
         update(RefreshToken)
         .where(RefreshToken.family_id == family, RefreshToken.revoked_at.is_(None))
         .values(revoked_at=now)
     )
 
 
-def logout(db: Session, settings: Settings, refresh_token: str) -> None:
-    """Revoke one refresh token; raises InvalidToken for a forged or expired one."""
-    claims = security.decode_token(
-        refresh_token, expected=TokenType.refresh, secret_key=settings.secret_key
-    )
-    begin_write(db)
-    db.execute(
+async def log_out(database: Database, settings: Settings, refresh_token: str) -> None:
+    """Revoke one refresh token; a forged, malformed or expired one is refused."""
+    claims = _claims(settings, refresh_token, TokenType.refresh, "Invalid or expired refresh token")
+    await database.write(_revoke, claims.jti)
+
+
+def _revoke(conn: Connection, jti: str) -> None:
+    conn.execute(
         update(RefreshToken)
-        .where(RefreshToken.jti == claims.jti, RefreshToken.revoked_at.is_(None))
+        .where(RefreshToken.jti == jti, RefreshToken.revoked_at.is_(None))
         .values(revoked_at=utcnow())
     )
-    db.commit()
 
 
-def change_password(db: Session, user: UserPublic, current: str, new: str) -> bool:
-    """Set a new password and revoke every refresh token; False if `current` is wrong."""
-    password_hash = db.scalar(select(User.password_hash).where(User.id == user.id))
-    db.commit()  # end the transaction before hashing
-    if password_hash is None or not security.verify_password(current, password_hash)[0]:
-        return False
-    new_hash = security.hash_password(new)
-    begin_write(db)
-    db.execute(update(User).where(User.id == user.id).values(password_hash=new_hash))
-    db.execute(
+# --- passwords and users ------------------------------------------------------------------
+
+
+def _password_hash(conn: Connection, user_id: int) -> str | None:
+    return conn.scalar(select(User.password_hash).where(User.id == user_id))
+
+
+async def change_password(database: Database, user: UserPublic, current: str, new: str) -> None:
+    """Set a new password and revoke every refresh token, after proving the current one."""
+    password_hash = await database.read(_password_hash, user.id)
+    if password_hash is None or not (await security.verify_password(current, password_hash))[0]:
+        raise Unauthorized("Current password is incorrect")
+    new_hash = await security.hash_password(new)
+    await database.write(_set_password, user.id, new_hash)
+
+
+def _set_password(conn: Connection, user_id: int, password_hash: str) -> None:
+    conn.execute(update(User).where(User.id == user_id).values(password_hash=password_hash))
+    conn.execute(
         update(RefreshToken)
-        .where(RefreshToken.user_id == user.id, RefreshToken.revoked_at.is_(None))
+        .where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))
         .values(revoked_at=utcnow())
     )
-    db.commit()
-    return True
 
 
-def list_users(db: Session, *, limit: int, offset: int) -> tuple[list[User], int]:
-    total = db.scalar(select(func.count()).select_from(User)) or 0
-    users = db.scalars(select(User).order_by(User.id).limit(limit).offset(offset)).all()
-    return list(users), total
+def list_users(conn: Connection, *, limit: int, offset: int) -> tuple[list[UserPublic], int]:
+    total = conn.scalar(select(func.count()).select_from(User)) or 0
+    rows = conn.execute(select(*_USER_COLUMNS).order_by(User.id).limit(limit).offset(offset))
+    return [_user(row) for row in rows], total
 
 
-def update_user(db: Session, actor: UserPublic, user_id: int, changes: UserUpdate) -> User | None:
+def update_user(
+    conn: Connection, actor: UserPublic, user_id: int, changes: UserUpdate
+) -> UserPublic:
     values = changes.changes()
-    begin_write(db)
-    user = db.get(User, user_id)
-    if user is None:
-        return None
-    if user.id == actor.id and False in (values.get("is_admin"), values.get("is_active")):
+    if user_id == actor.id and False in (values.get("is_admin"), values.get("is_active")):
         raise Conflict("Admins cannot remove their own admin or active flag")
-    for name, value in values.items():
-        setattr(user, name, value)
-    db.commit()
-    return user
+    if values:
+        statement = update(User).where(User.id == user_id).values(values)
+        row = conn.execute(statement.returning(*_USER_COLUMNS)).one_or_none()
+    else:
+        row = conn.execute(select(*_USER_COLUMNS).where(User.id == user_id)).one_or_none()
+    if row is None:
+        raise NotFound("User not found")
+    return _user(row)
+
+
+def make_admin(conn: Connection, email: str) -> bool:
+    """Make the user with this email an admin; False when there is none."""
+    return bool(
+        conn.execute(update(User).where(User.email == email).values(is_admin=True)).rowcount
+    )
+
+
+def add_admin(conn: Connection, name: str, email: str, password_hash: str) -> UserPublic:
+    return _insert_user(conn, name, email, password_hash, is_admin=True)

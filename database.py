@@ -1,4 +1,5 @@
-"""Engine, sessions and migrations: everything that knows which database is behind the app."""
+"""The unit of work, the engine and migrations: everything that knows which database is behind
+the app, and the only module that begins, commits or rolls back a transaction."""
 
 import logging
 import sqlite3
@@ -11,7 +12,6 @@ from typing import Concatenate, ParamSpec, TypeVar
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy_utils import ChoiceType
 from starlette.concurrency import run_in_threadpool
 
@@ -57,7 +57,7 @@ class _SQLiteConnection(sqlite3.Connection):
     lock_timeout: float
     _holding = False
 
-    def begin_write(self) -> None:
+    def begin_immediate(self) -> None:
         waits = self.lock_timeout > 0
         if waits:
             acquired = self.write_lock.acquire(timeout=self.lock_timeout)
@@ -151,7 +151,7 @@ def make_engine(
         # Reads run without BEGIN: in WAL mode each SELECT sees a consistent snapshot by
         # itself, and skipping BEGIN/ROLLBACK halves the statements of a read request.
         if conn.get_execution_options().get(IMMEDIATE, False):
-            conn.connection.dbapi_connection.begin_write()  # type: ignore[union-attr]
+            conn.connection.dbapi_connection.begin_immediate()  # type: ignore[union-attr]
 
     @event.listens_for(engine, "before_cursor_execute")
     def _writes_only_in_write_transactions(
@@ -167,24 +167,21 @@ _WRITES = frozenset({"INSERT", "UPDATE", "DELETE"})
 
 
 def refuse_write_outside_transaction(dbapi_connection: object) -> None:
-    """On SQLite, a write must run inside begin_write(): alone it would not be atomic."""
+    """On SQLite, a write must run inside a unit of work's write transaction: alone it would
+    not be atomic."""
     if not getattr(dbapi_connection, "in_write_transaction", False):
-        raise RuntimeError("a write outside begin_write(): it would not be atomic")
-
-
-def begin_write(session: Session) -> None:
-    """Start the session's write transaction; every unit of work that writes calls this first.
-
-    Whatever the session read before is committed (it was only reads), so the write lock is
-    taken only now and held only until the commit.
-    """
-    if session.in_transaction():
-        session.commit()
-    session.connection(execution_options={IMMEDIATE: True})
+        raise RuntimeError("a write outside Database.write(): it would not be atomic")
 
 
 class Database:
-    """The engine and the session factory of one database, and how async code reads and writes."""
+    """The unit of work: the one way the app, its commands and its tests reach the database.
+
+    A query (`read`) or a command (`write`) is a plain function of a Connection and its
+    arguments. `write` begins the write transaction before the command runs, commits when it
+    returns and rolls back when it raises, so commands never commit; on SQLite it also owns
+    the write lock and the retry when another writer holds it. `read_sync` and `write_sync`
+    are the same for code that is not async (the CLI, migrations' helpers, tests).
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.url = settings.database_url
@@ -194,73 +191,71 @@ class Database:
             busy_timeout_ms=settings.sqlite_busy_timeout_ms,
         )
         # In-process SQLite reads, and writes that need not wait, cost less than a hop to a
-        # worker thread.
+        # worker thread; anything with a network round trip (PostgreSQL) goes to the pool.
         self.inline = self.engine.dialect.name == "sqlite"
-        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._kept = threading.local()
         self._kept_connections: list[Connection] = []
 
-    def session(self) -> Session:
-        return self._sessions()
-
-    async def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """Call a function that does database I/O from async code.
-
-        SQLite runs in this process and a read never waits for a lock in WAL mode, so it is
-        called inline; anything with a network round trip (PostgreSQL) goes to the thread pool.
-        """
+    async def read(
+        self, query: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Run a query function with a connection, from async code."""
         if self.inline:
-            return fn(*args, **kwargs)
-        return await run_in_threadpool(fn, *args, **kwargs)
+            return self._read_inline(query, *args, **kwargs)
+        return await run_in_threadpool(self.read_sync, query, *args, **kwargs)
 
     async def write(
         self, command: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
-        """Run a command that writes, from async code. It gets a connection in a write
-        transaction already begun (and whose later transactions write too); it commits, and
-        whatever it leaves open is rolled back.
+        """Run a command in one write transaction, from async code: committed when it returns,
+        rolled back when it raises.
 
         A write may wait: for the write lock (SQLite) or a row lock (PostgreSQL), so it runs
         on the thread pool. On SQLite it is first tried inline, on a connection that does not
         wait: when nobody holds the lock, which is most of the time, that saves the hop to a
-        worker thread and back (measured: a fifth of the cost of POST /order). When somebody
-        does, the attempt is rolled back and the command runs again on the thread pool.
+        worker thread and back. When somebody does, the attempt is rolled back and the
+        command runs again on the thread pool.
         """
         if self.inline:
             try:
                 return self._write_inline(command, *args, **kwargs)
             except WriteLockBusy:
                 pass
-        return await run_in_threadpool(self._write_pooled, command, *args, **kwargs)
+        return await run_in_threadpool(self.write_sync, command, *args, **kwargs)
 
-    def _write_pooled(
+    def read_sync(
+        self, query: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """`read` for code that is not async: the query runs in this thread."""
+        with self.engine.connect() as conn:
+            return query(conn, *args, **kwargs)
+
+    def write_sync(
         self, command: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
+        """`write` for code that is not async: the command runs in this thread, waiting for
+        the write lock if it must."""
         with self.engine.connect() as conn:
-            conn.execution_options(**{IMMEDIATE: True}).begin()
-            return command(conn, *args, **kwargs)
+            writer = conn.execution_options(**{IMMEDIATE: True})
+            return _in_write_transaction(writer, command, *args, **kwargs)
 
     def _write_inline(
         self, command: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
         conn = self._kept_connection("writer", self._connect_writer)
         try:
-            conn.begin()
-            return command(conn, *args, **kwargs)
+            return _in_write_transaction(conn, command, *args, **kwargs)
         except BaseException as exc:
             busy = _is_busy(exc)
             if busy or isinstance(exc, (DBAPIError, sqlite3.Error)):
-                # Closing the connection rolls back whatever the command did, so after a busy
-                # database it may run again in full. It cannot be kept: when the lock was
+                # The rollback undid whatever the command did, so after a busy database it
+                # may run again in full. The connection cannot be kept: when the lock was
                 # refused in SQLAlchemy's "begin" event, the Connection stops beginning
                 # transactions and would run the next statements in autocommit.
                 self._discard(conn, "writer")
             if busy:
                 raise WriteLockBusy from exc
             raise
-        finally:
-            if conn.in_transaction():
-                conn.rollback()
 
     def _connect_writer(self) -> Connection:
         conn = self.engine.connect().execution_options(**{IMMEDIATE: True})
@@ -270,20 +265,6 @@ class Database:
         dbapi_connection.lock_timeout = 0
         dbapi_connection.execute("PRAGMA busy_timeout=0")
         return conn
-
-    async def read(
-        self, query: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
-    ) -> T:
-        """Run a read-only query function with a connection, from async code."""
-        if self.inline:
-            return self._read_inline(query, *args, **kwargs)
-        return await run_in_threadpool(self._read_pooled, query, *args, **kwargs)
-
-    def _read_pooled(
-        self, query: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
-    ) -> T:
-        with self.engine.connect() as conn:
-            return query(conn, *args, **kwargs)
 
     def _read_inline(
         self, query: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
@@ -299,9 +280,9 @@ class Database:
     def _kept_connection(self, role: str, connect: Callable[[], Connection]) -> Connection:
         """The connection for `role` that this thread (the event loop's) keeps for good.
 
-        Keeping it skips the pool's checkout and reset on every request (measured: nearly
-        half the cost of a small read). An idle one holds nothing: a reader runs without
-        BEGIN, each SELECT its own snapshot, and a writer's transactions end in the command.
+        Keeping it skips the pool's checkout and reset on every request. An idle one holds
+        nothing: a reader runs without BEGIN, each SELECT its own snapshot, and a writer's
+        transactions end with its command.
         """
         conn: Connection | None = getattr(self._kept, role, None)
         if conn is None or conn.closed:  # closed: by dispose(), from another thread
@@ -322,6 +303,24 @@ class Database:
             conn.close()
         self._kept_connections.clear()
         self.engine.dispose()
+
+
+def _in_write_transaction(
+    conn: Connection,
+    command: Callable[Concatenate[Connection, P], T],
+    *args: P.args,
+    **kwargs: P.kwargs,
+) -> T:
+    """Begin, run the command, commit; roll back whatever it leaves when it raises."""
+    transaction = conn.begin()
+    try:
+        result = command(conn, *args, **kwargs)
+    except BaseException:
+        if transaction.is_active:
+            transaction.rollback()
+        raise
+    transaction.commit()
+    return result
 
 
 # --- migrations -------------------------------------------------------------------------
@@ -397,9 +396,13 @@ def ensure_sqlite_directory(url: str) -> None:
 
 
 @contextmanager
-def write_session(db: Database) -> Iterator[Session]:
-    """A write transaction outside a request (CLI, scripts): commit, or roll back on error."""
-    with db.session() as session:
-        begin_write(session)
-        yield session
-        session.commit()
+def migration_connection(url: str) -> Iterator[Connection]:
+    """A connection for Alembic whose transactions write (on SQLite: BEGIN IMMEDIATE, so
+    migrations of workers starting together take turns) with foreign keys off, since SQLite's
+    batch migrations copy and drop tables, which must not cascade."""
+    engine = make_engine(url, pool_size=1, foreign_keys=False)
+    try:
+        with engine.connect() as conn:
+            yield conn.execution_options(**{IMMEDIATE: True})
+    finally:
+        engine.dispose()

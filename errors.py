@@ -1,38 +1,65 @@
-"""Refusals raised by the business rules, and how they become HTTP responses.
+"""Refusals, and how they become HTTP responses: the one way the app says no.
 
-Services raise these without knowing about HTTP; `install` maps them in one place. A 422
-keeps FastAPI's validation shape, so clients parse one format for every unprocessable body.
+Services and dependencies raise a `Refusal` without knowing about HTTP; `install` maps every
+one of them, FastAPI's validation errors and a database that is busy or unreachable in one
+place. A 422 keeps FastAPI's validation shape, so clients parse one format for every
+unprocessable body.
 """
 
 import json
-from collections.abc import Sequence
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from fastapi import FastAPI, Request, status
 from fastapi.encoders import jsonable_encoder
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+log = logging.getLogger("orders")
 
-class DomainError(Exception):
+
+class Refusal(Exception):
+    """A request the rules refuse; the subclass says which kind, `detail` says why."""
+
     status_code = status.HTTP_400_BAD_REQUEST
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
         self.detail = detail
 
+    @property
+    def headers(self) -> Mapping[str, str]:
+        return {}
 
-class NotFound(DomainError):
+
+class Unauthorized(Refusal):
+    """No valid credentials: a missing, invalid or expired token, or a wrong password."""
+
+    status_code = status.HTTP_401_UNAUTHORIZED
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        return {"WWW-Authenticate": "Bearer"}
+
+
+class Forbidden(Refusal):
+    status_code = status.HTTP_403_FORBIDDEN
+
+
+class NotFound(Refusal):
     status_code = status.HTTP_404_NOT_FOUND
 
 
-class Conflict(DomainError):
+class Conflict(Refusal):
     status_code = status.HTTP_409_CONFLICT
 
 
-class Unprocessable(DomainError):
+class Unprocessable(Refusal):
     status_code = status.HTTP_422_UNPROCESSABLE_CONTENT
 
     def __init__(self, detail: str, *, loc: Sequence[str | int], type: str) -> None:
@@ -41,13 +68,42 @@ class Unprocessable(DomainError):
         self.type = type
 
 
-async def _domain_error(_request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, DomainError)
+class TooManyRequests(Refusal):
+    status_code = status.HTTP_429_TOO_MANY_REQUESTS
+
+    def __init__(self, detail: str, *, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
+class Unavailable(Refusal):
+    """The service cannot answer now (its database is busy or unreachable); retry later."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        return {"Retry-After": "1"}
+
+
+async def _refusal(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, Refusal)
     if isinstance(exc, Unprocessable):
         body: object = [{"type": exc.type, "loc": exc.loc, "msg": exc.detail, "input": None}]
     else:
         body = exc.detail
-    return JSONResponse({"detail": body}, status_code=exc.status_code)
+    return JSONResponse({"detail": body}, status_code=exc.status_code, headers=exc.headers)
+
+
+async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    # A lock wait that timed out or a lost connection is a temporary state of the server,
+    # not a fault in the request: 503 so clients retry, never a bare 500.
+    log.warning("database error: %s", exc)
+    return await _refusal(request, Unavailable("The database is busy or unreachable; try again"))
 
 
 class AsciiJSONResponse(JSONResponse):
@@ -58,16 +114,54 @@ class AsciiJSONResponse(JSONResponse):
         return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")
 
 
-async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+# A 422 lists at most this many problems, and echoes an input only when it is a short scalar:
+# a body of 90,000 unknown keys must not become a megabytes-long answer.
+MAX_LISTED_ERRORS = 20
+MAX_ECHOED_CHARS = 100
+NOT_JSON = "Send the body as a JSON object, with the header Content-Type: application/json"
+UNREADABLE_BODY = "The body could not be parsed: send UTF-8 JSON (or the form the operation takes)"
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    listed = [_bounded(error, request) for error in errors[:MAX_LISTED_ERRORS]]
+    if len(errors) > MAX_LISTED_ERRORS:
+        more = len(errors) - MAX_LISTED_ERRORS
+        listed.append(
+            {"type": "too_many_errors", "loc": [], "msg": f"and {more} more", "input": None}
+        )
     return AsciiJSONResponse(
-        {"detail": jsonable_encoder(exc.errors())},
+        {"detail": jsonable_encoder(listed)},
         status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
     )
 
 
+def _bounded(error: dict[str, Any], request: Request) -> dict[str, Any]:
+    """One problem, its input echoed only when short, and its message in plain words when
+    the body is not JSON at all."""
+    value = error.get("input")
+    if not (value is None or isinstance(value, bool | int | float)) and not (
+        isinstance(value, str) and len(value) <= MAX_ECHOED_CHARS
+    ):
+        error = {**error, "input": None}
+    if (
+        error.get("type") == "model_attributes_type"
+        and tuple(error.get("loc", ())) == ("body",)
+        and "json" not in request.headers.get("content-type", "")
+    ):
+        error = {**error, "msg": NOT_JSON}
+    return error
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == status.HTTP_400_BAD_REQUEST:
+        # FastAPI's only 400: a body it could not parse (not UTF-8, nested too deep for the
+        # JSON parser, a broken form). Every operation with a body documents 422 for that.
+        return await _refusal(
+            request, Unprocessable(UNREADABLE_BODY, loc=["body"], type="body_unreadable")
+        )
     if exc.status_code == status.HTTP_405_METHOD_NOT_ALLOWED:
         # Starlette's Allow lists only the first route that matched the path; a path served
         # by several routes (GET and POST /order) must list every method it has.
@@ -90,9 +184,11 @@ def allowed_methods(request: Request) -> list[str]:
 
 
 def install(app: FastAPI) -> None:
-    app.add_exception_handler(DomainError, _domain_error)
+    app.add_exception_handler(Refusal, _refusal)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(OperationalError, _database_unavailable)
+    app.add_exception_handler(InterfaceError, _database_unavailable)
 
 
 _DESCRIPTIONS = {

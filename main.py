@@ -1,15 +1,15 @@
 """The FastAPI application: routers, middleware, start-up migration and the health check."""
 
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
-from fastapi import FastAPI, Request, status
+from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from fastapi_offline import FastAPIOffline
-from sqlalchemy import text
-from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy import Connection, text
+from sqlalchemy.exc import SQLAlchemyError
 
 import auth_routes
 import errors
@@ -18,12 +18,11 @@ import order_routes
 import product_routes
 import security
 from database import Database, upgrade_to_head
-from dependencies import SessionDep
+from dependencies import DatabaseDep
 from middleware import BodySizeLimit, RequestContext
-from schemas import Health
+from models import MAX_QUANTITY
+from schemas import PASSWORD_MAX, PASSWORD_MIN, Health
 from settings import Settings
-
-log = logging.getLogger("orders")
 
 DESCRIPTION = """
 Orders with items, priced from an admin-managed catalogue.
@@ -62,7 +61,12 @@ TAGS = [
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     logs.configure(settings.log_level, settings.log_format)
-    security.limit_hash_concurrency(settings.password_hash_concurrency)
+    security.configure_hashing(
+        memory_kib=settings.password_hash_memory_kib,
+        time_cost=settings.password_hash_time_cost,
+        parallelism=settings.password_hash_parallelism,
+        concurrency=settings.password_hash_concurrency,
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -79,6 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         openapi_tags=TAGS,
         lifespan=lifespan,
+        generate_unique_id_function=operation_id,
     )
     app.state.settings = settings
     app.state.db = Database(settings)
@@ -93,8 +98,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimit)
     app.add_middleware(RequestContext)  # outermost: every answer gets an id and a log line
     errors.install(app)
-    app.add_exception_handler(OperationalError, _database_unavailable)
-    app.add_exception_handler(InterfaceError, _database_unavailable)
 
     # Routes are matched in the order they were added: the busiest router goes first.
     app.include_router(order_routes.router)
@@ -108,30 +111,61 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         responses=errors.responses(503),
         tags=["system"],
     )
+    fill_descriptions(app, settings)
     return app
 
 
-def health(db: SessionDep) -> Health | JSONResponse:
+def operation_id(route: APIRoute) -> str:
+    """A short, stable id for generated clients: the tag, then the function's name without
+    it (`create_order` under `order` is `order-create`)."""
+    tag = route.tags[0] if route.tags else "api"
+    words = [word for word in route.name.split("_") if word not in (tag, f"{tag}s")]
+    return "-".join([str(tag), *words])
+
+
+def _count(n: int, unit: str) -> str:
+    return f"{n} {unit}{'' if n == 1 else 's'}"
+
+
+def fill_descriptions(app: FastAPI, settings: Settings) -> None:
+    """Put the configured limits into the operations' descriptions (`{login_max_failures}`),
+    so /docs states what this deployment does, from the one place each value lives."""
+    window = settings.login_window_seconds
+    values = {
+        "access_token_lifetime": _count(settings.access_token_minutes, "minute"),
+        "refresh_token_lifetime": _count(settings.refresh_token_days, "day"),
+        "login_max_failures": settings.login_max_failures,
+        "login_window": (
+            _count(window // 60, "minute") if window % 60 == 0 else _count(window, "second")
+        ),
+        "max_quantity": MAX_QUANTITY,
+        "password_min": PASSWORD_MIN,
+        "password_max": PASSWORD_MAX,
+    }
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:  # generated once, then served as it is
+            for operations in generate()["paths"].values():
+                for operation in operations.values():
+                    if "description" in operation:
+                        operation["description"] = operation["description"].format_map(values)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _ping(conn: Connection) -> None:
+    conn.execute(text("SELECT 1"))
+
+
+async def health(database: DatabaseDep) -> Health:
     """Whether the service can reach its database: 200, or 503 when it cannot."""
     try:
-        db.execute(text("SELECT 1"))
+        await database.read(_ping)
     except SQLAlchemyError:
-        return JSONResponse(
-            {"detail": "Database is unreachable", "status": "error", "database": "unreachable"},
-            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
-        )
+        raise errors.Unavailable("Database is unreachable") from None
     return Health()
-
-
-async def _database_unavailable(_request: Request, exc: Exception) -> JSONResponse:
-    # A lock wait that timed out or a lost connection is a temporary state of the server,
-    # not a fault in the request: answer 503 so clients retry, never a bare 500.
-    log.warning("database error: %s", exc)
-    return JSONResponse(
-        {"detail": "The database is busy or unreachable; try again"},
-        status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
-        headers={"Retry-After": "1"},
-    )
 
 
 app = create_app()

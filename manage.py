@@ -1,11 +1,13 @@
 """Operator commands.
 
-python manage.py create-admin --email E --name N   the first admin (password from stdin)
-python manage.py seed-demo                        a demo catalogue, customer and admin
-python manage.py openapi [FILE]                   the OpenAPI document (default stdout)
+examples:
+  python manage.py create-admin --email E --name N   the first admin (password from stdin)
+  python manage.py seed-demo                         a demo catalogue, customer and admin
+  python manage.py openapi [FILE]                    the OpenAPI document (default stdout)
 """
 
 import argparse
+import asyncio
 import getpass
 import json
 import sys
@@ -14,12 +16,13 @@ from decimal import Decimal
 from pathlib import Path
 
 from pydantic import TypeAdapter, ValidationError
-from sqlalchemy import select
+from sqlalchemy import Connection, insert, select
 
+import auth_service
 import security
-from database import Database, upgrade_to_head, write_session
+from database import Database, upgrade_to_head
 from models import Product, User
-from schemas import Email, Line, Password
+from schemas import Email, OneLineText, Password
 from settings import Settings
 
 
@@ -36,19 +39,18 @@ def read_password(stdin=sys.stdin) -> str:  # noqa: ANN001 - a text stream
 def create_admin(settings: Settings, email: str, name: str, password_source=read_password) -> str:  # noqa: ANN001
     """Create an admin, or make an existing user one. Returns what was done, for the operator."""
     email = TypeAdapter(Email).validate_python(email)
-    name = TypeAdapter(Line(100)).validate_python(name)
+    name = TypeAdapter(OneLineText(100)).validate_python(name)
     upgrade_to_head(settings.database_url)
-    db = Database(settings)
+    return asyncio.run(_create_admin(Database(settings), email, name, password_source))
+
+
+async def _create_admin(db: Database, email: str, name: str, password_source) -> str:  # noqa: ANN001
     try:
-        with write_session(db) as session:
-            user = session.scalar(select(User).where(User.email == email))
-            if user is not None:
-                user.is_admin = True
-                return f"{email} is now an admin"
+        if await db.write(auth_service.make_admin, email):
+            return f"{email} is now an admin"
         password = TypeAdapter(Password).validate_python(password_source())
-        password_hash = security.hash_password(password)
-        with write_session(db) as session:
-            session.add(User(email=email, name=name, password_hash=password_hash, is_admin=True))
+        password_hash = await security.hash_password(password)
+        await db.write(auth_service.add_admin, name, email, password_hash)
         return f"Created admin {email}"
     finally:
         db.dispose()
@@ -72,27 +74,39 @@ def seed_demo(settings: Settings) -> str:
     if settings.environment == "production":
         raise ValueError("seed-demo creates accounts with published passwords: not in production")
     upgrade_to_head(settings.database_url)
-    hashes = {email: security.hash_password(pw) for email, _, pw, _ in DEMO_ACCOUNTS}
-    db = Database(settings)
-    try:
-        with write_session(db) as session:
-            have = set(session.scalars(select(Product.name)))
-            for name, price, description in DEMO_PRODUCTS:
-                if name not in have:
-                    session.add(Product(name=name, price=Decimal(price), description=description))
-            have = set(session.scalars(select(User.email)))
-            for email, name, _, admin in DEMO_ACCOUNTS:
-                if email not in have:
-                    session.add(
-                        User(email=email, name=name, password_hash=hashes[email], is_admin=admin)
-                    )
-    finally:
-        db.dispose()
+    asyncio.run(_seed_demo(Database(settings)))
     accounts = "\n".join(
         f"  {email} / {password}{' (admin)' if admin else ''}"
         for email, _, password, admin in DEMO_ACCOUNTS
     )
     return f"Demo catalogue of {len(DEMO_PRODUCTS)} products ready. Log in with:\n{accounts}"
+
+
+async def _seed_demo(db: Database) -> None:
+    try:
+        hashes = {email: await security.hash_password(pw) for email, _, pw, _ in DEMO_ACCOUNTS}
+        await db.write(_add_missing_demo_rows, hashes)
+    finally:
+        db.dispose()
+
+
+def _add_missing_demo_rows(conn: Connection, hashes: dict[str, str]) -> None:
+    have = set(conn.scalars(select(Product.name)))
+    products = [
+        {"name": name, "price": Decimal(price), "description": description}
+        for name, price, description in DEMO_PRODUCTS
+        if name not in have
+    ]
+    if products:
+        conn.execute(insert(Product), products)
+    have = set(conn.scalars(select(User.email)))
+    users = [
+        {"email": email, "name": name, "password_hash": hashes[email], "is_admin": admin}
+        for email, name, _, admin in DEMO_ACCOUNTS
+        if email not in have
+    ]
+    if users:
+        conn.execute(insert(User), users)
 
 
 def openapi_document() -> str:
@@ -102,7 +116,9 @@ def openapi_document() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="manage.py", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="manage.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     admin = commands.add_parser("create-admin", help="create the first admin, or promote a user")
     admin.add_argument("--email", required=True)

@@ -201,7 +201,9 @@ class LoginThrottle(Base):
     window_started_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
-class IdempotencyKey(Base):
+class IdempotencyRecord(Base):
+    """A used Idempotency-Key: which order it made, and a hash of the request that made it."""
+
     __tablename__ = "idempotency_keys"
     __table_args__ = (UniqueConstraint("user_id", "key", name="uq_idempotency_keys_user_id_key"),)
 

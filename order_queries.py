@@ -15,7 +15,7 @@ from pydantic import TypeAdapter
 from sqlalchemy import ColumnElement, Connection, bindparam, func, select
 
 from models import Order, OrderItem, OrderStatus, OrderStatusChange, Product
-from prepared import Prepared
+from precompiled import Precompiled
 from schemas import OrderPublic, StatusChangePublic
 
 _ORDERS = TypeAdapter(list[OrderPublic])
@@ -41,7 +41,9 @@ _ORDER_LINES = (
 
 
 # Statements are built once: building and hashing a statement costs more than running it.
-_ONE_ORDER = Prepared(_ORDER_LINES.where(Order.id == bindparam("order_id")).order_by(OrderItem.id))
+_ONE_ORDER = Precompiled(
+    _ORDER_LINES.where(Order.id == bindparam("order_id")).order_by(OrderItem.id)
+)
 
 
 def get(conn: Connection, order_id: int) -> OrderPublic | None:
@@ -68,7 +70,7 @@ def history(conn: Connection, order_id: int) -> list[StatusChangePublic]:
 
 
 @cache
-def _page_statements(by_user: bool, by_status: bool) -> tuple[Prepared, Prepared]:
+def _page_statements(by_user: bool, by_status: bool) -> tuple[Precompiled, Precompiled]:
     """The count and the rows of a page, for one combination of filters."""
     filters: list[ColumnElement[bool]] = []
     if by_user:
@@ -85,7 +87,7 @@ def _page_statements(by_user: bool, by_status: bool) -> tuple[Prepared, Prepared
         .subquery()
     )
     rows = _ORDER_LINES.join(ids, ids.c.id == Order.id).order_by(Order.id.desc(), OrderItem.id)
-    return Prepared(count), Prepared(rows)
+    return Precompiled(count), Precompiled(rows)
 
 
 def page(

@@ -2,7 +2,7 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, HTTPException, Query, Response, status
+from fastapi import APIRouter, Header, Query, Response, status
 
 import order_queries
 import order_service
@@ -13,7 +13,7 @@ from schemas import OrderCreate, OrderItemIn, OrderPublic, Page, StatusChangePub
 
 router = APIRouter(prefix="/order", tags=["order"], responses=responses(401))
 
-IdempotencyKey = Annotated[
+IdempotencyKeyHeader = Annotated[
     str | None,
     Header(
         alias="Idempotency-Key",
@@ -47,11 +47,11 @@ async def create_order(
     user: CurrentUser,
     database: DatabaseDep,
     response: Response,
-    idempotency_key: IdempotencyKey = None,
+    idempotency_key: IdempotencyKeyHeader = None,
 ) -> OrderPublic:
-    """Place an order for the caller, `pending`, from products and quantities (1 to 100 each; a
-    product listed twice becomes one line). Prices come from the catalogue; the body cannot
-    set them.
+    """Place an order for the caller, `pending`, from products and quantities (1 to
+    {max_quantity} each; a product listed twice becomes one line). Prices come from the
+    catalogue; the body cannot set them.
 
     Send an `Idempotency-Key` to retry safely: the same key and body from the same user
     returns the first order with 200 and `Idempotent-Replayed: true`, even when retries
@@ -75,21 +75,14 @@ async def list_orders(
     user_id: Annotated[int | None, Query(gt=0, le=MAX_ID, description="Admins only")] = None,
 ) -> Page[OrderPublic]:
     """The caller's orders, newest first; admins see everyone's and may filter by `user_id`."""
-    if user_id is not None and not user.is_admin:
-        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="Only admins may filter by user")
     orders, total = await database.read(
         order_queries.page,
-        user_id=user_id if user.is_admin else user.id,
+        user_id=order_service.listed_owner(user, user_id),
         status=status_filter,
         limit=page.limit,
         offset=page.offset,
     )
-    return Page[OrderPublic](
-        items=orders,
-        total=total,
-        limit=page.limit,
-        offset=page.offset,
-    )
+    return Page[OrderPublic](items=orders, total=total, limit=page.limit, offset=page.offset)
 
 
 @router.get("/{order_id}", response_model=OrderPublic, responses=responses(404))
@@ -108,8 +101,8 @@ async def get_order(order: OwnedOrder) -> OrderPublic:
 )
 async def add_item(order: OwnedOrder, body: OrderItemIn, database: DatabaseDep) -> OrderPublic:
     """Add a product to a pending order. If the product is already in it, that line's quantity
-    grows (to at most 100) and keeps its original unit price. The owner or an admin may
-    change an order.
+    grows (to at most {max_quantity}) and keeps its original unit price. The owner or an
+    admin may change an order.
     """
     return await database.write(order_service.add_item, order.id, body.product_id, body.quantity)
 

@@ -1,12 +1,13 @@
-"""The order rules: what an order may contain, what a line costs, which transitions exist.
+"""The order rules: who sees which orders, what an order may contain, what a line costs,
+which transitions exist.
 
 A line takes its unit price from the catalogue when it is created and keeps it; what lines
 and orders add up to is computed in one place, `order_queries.line_total`, for every read.
 
-Every function here takes a connection from `Database.write`, in a write transaction (which
-holds the write lock on SQLite), and commits what it did (anything left open is rolled back).
-Orders are written with Core statements, and the inserts every new order makes are prepared
-(`prepared.py`): the ORM's unit of work, and then Core's execution, were most of a write.
+Every command here is a function of a connection in a write transaction that
+`Database.write` began (holding the write lock on SQLite) and commits when the command
+returns; a command that raises leaves nothing behind. The inserts every new order makes are
+precompiled (`precompiled.py`).
 
 Every change to an order starts with a conditional UPDATE of its row (`... WHERE status =
 'pending'`). That statement both checks the rule and locks the row (PostgreSQL) or holds the
@@ -24,10 +25,10 @@ from sqlalchemy import BindParameter, Connection, bindparam, delete, exists, ins
 from sqlalchemy.exc import IntegrityError
 
 import order_queries
-from errors import Conflict, NotFound, Unprocessable
+from errors import Conflict, Forbidden, NotFound, Unprocessable
 from models import (
     MAX_QUANTITY,
-    IdempotencyKey,
+    IdempotencyRecord,
     Order,
     OrderItem,
     OrderStatus,
@@ -35,7 +36,7 @@ from models import (
     Product,
     utcnow,
 )
-from prepared import Prepared
+from precompiled import Precompiled
 from schemas import OrderItemIn, OrderPublic, UserPublic
 
 TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
@@ -43,6 +44,31 @@ TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
     OrderStatus.cancelled: frozenset(),
     OrderStatus.finished: frozenset(),
 }
+# An order's lines may change while it can still move on: a pending one.
+CHANGEABLE = frozenset(status for status, targets in TRANSITIONS.items() if targets)
+
+
+# --- who sees which orders ----------------------------------------------------------------
+
+
+def owner_scope(user: UserPublic) -> int | None:
+    """Whose orders the user may see and change: their own, or everyone's (None) for an admin."""
+    return None if user.is_admin else user.id
+
+
+def may_access(user: UserPublic, order: OrderPublic) -> bool:
+    scope = owner_scope(user)
+    return scope is None or scope == order.user_id
+
+
+def listed_owner(user: UserPublic, requested: int | None) -> int | None:
+    """The owner a list of orders is restricted to (None: everyone), for a requested one."""
+    scope = owner_scope(user)
+    if requested is None:
+        return scope
+    if scope is not None:
+        raise Forbidden("Only admins may filter by user")
+    return requested
 
 
 # Built once: building and hashing a statement costs more than running it.
@@ -59,26 +85,26 @@ def _bound(*columns: str, **renamed: str) -> dict[str, BindParameter[Any]]:
     }
 
 
-# The writes of every new order are prepared: through Core they cost most of the request.
-_INSERT_ORDER = Prepared(
+# The writes of every new order are precompiled: through Core they cost most of the request.
+_INSERT_ORDER = Precompiled(
     insert(Order)
     .values(_bound("user_id", "status", created_at="now", updated_at="now"))
     .returning(Order.id)
 )
-_INSERT_LINE = Prepared(
+_INSERT_LINE = Precompiled(
     insert(OrderItem).values(_bound("order_id", "product_id", "quantity", "unit_price"))
 )
-_INSERT_CHANGE = Prepared(
+_INSERT_CHANGE = Precompiled(
     insert(OrderStatusChange).values(
         _bound("order_id", "from_status", "to_status", "changed_by", changed_at="now")
     )
 )
-_INSERT_KEY = insert(IdempotencyKey)
+_INSERT_KEY = insert(IdempotencyRecord)
 _ORDER_LINE = select(OrderItem.id, OrderItem.quantity).where(
     OrderItem.order_id == bindparam("order_id"), OrderItem.product_id == bindparam("product_id")
 )
-_STORED_KEY = select(IdempotencyKey.request_hash, IdempotencyKey.order_id).where(
-    IdempotencyKey.user_id == bindparam("user_id"), IdempotencyKey.key == bindparam("key")
+_STORED_KEY = select(IdempotencyRecord.request_hash, IdempotencyRecord.order_id).where(
+    IdempotencyRecord.user_id == bindparam("user_id"), IdempotencyRecord.key == bindparam("key")
 )
 
 
@@ -95,9 +121,33 @@ def create_order(
         fingerprint = _fingerprint(items)
         replay = _replay(conn, user, idempotency_key, fingerprint)
         if replay is not None:
-            conn.rollback()
             return replay, True
+        try:
+            # A savepoint: if a concurrent retry with the same key commits first (PostgreSQL:
+            # the unique index makes the key's insert wait for it), this order is undone and
+            # that one is answered instead.
+            with conn.begin_nested():
+                order_id = _insert_order(
+                    conn, user, quantities, items, idempotency_key, fingerprint
+                )
+        except IntegrityError:
+            replay = _replay(conn, user, idempotency_key, fingerprint)
+            if replay is None:
+                raise
+            return replay, True
+    else:
+        order_id = _insert_order(conn, user, quantities, items, None, fingerprint)
+    return _read_back(conn, order_id), False
 
+
+def _insert_order(
+    conn: Connection,
+    user: UserPublic,
+    quantities: dict[int, int],
+    items: Sequence[OrderItemIn],
+    idempotency_key: str | None,
+    fingerprint: str,
+) -> int:
     prices = _active_prices(conn, items)
     now = utcnow()
     ((order_id,),) = _INSERT_ORDER.all(
@@ -127,32 +177,22 @@ def create_order(
         },
     )
     if idempotency_key is not None:
-        try:
-            conn.execute(
-                _INSERT_KEY,
-                {
-                    "user_id": user.id,
-                    "key": idempotency_key,
-                    "request_hash": fingerprint,
-                    "order_id": order_id,
-                    "created_at": now,
-                },
-            )
-        except IntegrityError:
-            # A concurrent retry with the same key got there first (PostgreSQL: the unique
-            # index made this insert wait for its commit); answer with its order instead of
-            # placing a second one.
-            conn.rollback()
-            replay = _replay(conn, user, idempotency_key, fingerprint)
-            if replay is None:
-                raise
-            return replay, True
-    return _commit(conn, order_id), False
+        conn.execute(
+            _INSERT_KEY,
+            {
+                "user_id": user.id,
+                "key": idempotency_key,
+                "request_hash": fingerprint,
+                "order_id": order_id,
+                "created_at": now,
+            },
+        )
+    return order_id
 
 
 def add_item(conn: Connection, order_id: int, product_id: int, quantity: int) -> OrderPublic:
     """Add a product to a pending order, or raise the quantity of its existing line."""
-    _lock_pending(conn, order_id)
+    _lock_changeable(conn, order_id)
     product = conn.execute(_ACTIVE_PRICES, {"ids": [product_id]}).one_or_none()
     if product is None:
         raise _unavailable(["body", "product_id"], product_id)
@@ -176,17 +216,17 @@ def add_item(conn: Connection, order_id: int, product_id: int, quantity: int) ->
             .where(OrderItem.id == line.id)
             .values(quantity=OrderItem.quantity + quantity)
         )
-    return _commit(conn, order_id)
+    return _read_back(conn, order_id)
 
 
 def remove_item(conn: Connection, order_id: int, item_id: int) -> OrderPublic:
-    _lock_pending(conn, order_id)
+    _lock_changeable(conn, order_id)
     removed = conn.execute(
         delete(OrderItem).where(OrderItem.id == item_id, OrderItem.order_id == order_id)
     ).rowcount
     if not removed:
         raise NotFound("Item not found in this order")
-    return _commit(conn, order_id)
+    return _read_back(conn, order_id)
 
 
 def change_status(
@@ -205,7 +245,8 @@ def change_status(
             break
     else:
         current = conn.scalar(select(Order.status).where(Order.id == order_id))
-        raise Conflict(f"Order is {current}; only a pending order can be {target}")
+        allowed = " or ".join(sorted(sources))
+        raise Conflict(f"Order is {current}; only a {allowed} order can be {target}")
 
     if target is OrderStatus.finished and not conn.scalar(
         select(exists().where(OrderItem.order_id == order_id))
@@ -222,27 +263,29 @@ def change_status(
             "now": now,
         },
     )
-    return _commit(conn, order_id)
+    return _read_back(conn, order_id)
 
 
 # --- helpers ----------------------------------------------------------------------------
 
 
-def _lock_pending(conn: Connection, order_id: int) -> None:
-    locked = conn.execute(
-        update(Order)
-        .where(Order.id == order_id, Order.status == OrderStatus.pending)
-        .values(updated_at=utcnow())
-    ).rowcount
-    if not locked:
-        raise Conflict("Only a pending order can be changed")
+_LOCK_CHANGEABLE = (
+    update(Order)
+    .where(Order.id == bindparam("order_id"), Order.status.in_(sorted(CHANGEABLE)))
+    .values(updated_at=bindparam("now"))
+)
+_NOT_CHANGEABLE = f"Only a {' or '.join(sorted(CHANGEABLE))} order can be changed"
 
 
-def _commit(conn: Connection, order_id: int) -> OrderPublic:
+def _lock_changeable(conn: Connection, order_id: int) -> None:
+    if not conn.execute(_LOCK_CHANGEABLE, {"order_id": order_id, "now": utcnow()}).rowcount:
+        raise Conflict(_NOT_CHANGEABLE)
+
+
+def _read_back(conn: Connection, order_id: int) -> OrderPublic:
     """The order as this transaction leaves it, read before the commit releases the lock."""
     order = order_queries.get(conn, order_id)
     assert order is not None
-    conn.commit()
     return order
 
 
@@ -278,7 +321,7 @@ def _replay(conn: Connection, user: UserPublic, key: str, fingerprint: str) -> O
     if stored.request_hash != fingerprint:
         raise Unprocessable(
             "This Idempotency-Key was already used with a different request body",
-            loc=["header", "idempotency-key"],
+            loc=["header", "Idempotency-Key"],
             type="idempotency_key_reused",
         )
     return order_queries.get(conn, stored.order_id)

@@ -58,7 +58,7 @@ def _lower(value: str) -> str:
     return value.lower()
 
 
-def Line(max_length: int) -> type[str]:  # noqa: N802 - reads as a type in field annotations
+def OneLineText(max_length: int) -> type[str]:  # noqa: N802 - reads as a type in field annotations
     return Annotated[  # type: ignore[return-value]
         str,
         StringConstraints(strip_whitespace=True, min_length=1, max_length=max_length),
@@ -105,8 +105,24 @@ def example(**body: object) -> ConfigDict:
     return ConfigDict(json_schema_extra={"examples": [body]})
 
 
+# Unknown fields are refused one error each; past this many the body is refused as a whole,
+# before pydantic builds an error (and echoes the body) per key.
+MAX_UNKNOWN_FIELDS = 20
+
+
 class Input(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _not_too_many_unknown_fields(cls, data: object) -> object:
+        if isinstance(data, dict) and len(data) > len(cls.model_fields) + MAX_UNKNOWN_FIELDS:
+            unknown = len(data.keys() - cls.model_fields.keys())
+            if unknown > MAX_UNKNOWN_FIELDS:
+                raise ValueError(
+                    f"{unknown} unknown fields; accepted: {', '.join(cls.model_fields)}"
+                )
+        return data
 
 
 class Patch(Input):
@@ -143,7 +159,7 @@ class UserCreate(Input):
         name="Ada Lovelace", email="ada@example.com", password="correct horse battery"
     )
 
-    name: Line(100) = Field(examples=["Ada Lovelace"])
+    name: OneLineText(100) = Field(examples=["Ada Lovelace"])
     email: Email
     password: Password
 
@@ -209,7 +225,7 @@ class Page(BaseModel, Generic[T]):
 class ProductCreate(Input):
     model_config = example(name="Espresso beans 1 kg", price="12.50", description="Dark roast")
 
-    name: Line(200) = Field(examples=["Espresso beans 1 kg"])
+    name: OneLineText(200) = Field(examples=["Espresso beans 1 kg"])
     price: Price
     description: Description | None = None
 
@@ -219,7 +235,7 @@ class ProductUpdate(Patch):
 
     nullable: ClassVar[frozenset[str]] = frozenset({"description"})
 
-    name: Line(200) | None = None
+    name: OneLineText(200) | None = None
     price: Price | None = None
     description: Description | None = None
     is_active: StrictBool | None = None

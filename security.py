@@ -24,24 +24,28 @@ ALGORITHM = "HS256"
 CLOCK_SKEW = timedelta(seconds=30)
 T = TypeVar("T")
 
-# argon2id at the OWASP minimum (19 MiB, 2 passes, 1 lane): ~25 ms per hash on this machine
-# kind. Raising these later is safe: hashes made with older parameters are upgraded on login.
-pwd_context = CryptContext(
-    schemes=["argon2"],
-    argon2__type="ID",
-    argon2__memory_cost=19 * 1024,
-    argon2__time_cost=2,
-    argon2__parallelism=1,
-)
+
+def password_context(*, memory_kib: int, time_cost: int, parallelism: int) -> CryptContext:
+    """argon2id with these parameters (settings: OWASP's minimum by default). Raising them
+    later is safe: hashes made with older parameters are upgraded on login."""
+    return CryptContext(
+        schemes=["argon2"],
+        argon2__type="ID",
+        argon2__memory_cost=memory_kib,
+        argon2__time_cost=time_cost,
+        argon2__parallelism=parallelism,
+    )
+
+
+pwd_context = password_context(memory_kib=19 * 1024, time_cost=2, parallelism=1)
 
 
 class _Hasher:
     """Runs every hash on a small pool of dedicated threads.
 
-    Each argon2 hash holds 19 MiB and a core while it runs. Bounding how many run at once
-    keeps a burst of logins from multiplying that; running them on the same few threads
-    also keeps the allocator from growing a 19 MiB arena in every request thread (measured:
-    without it a worker grew to 440 MiB after a login storm, with it it stays near 120 MiB).
+    Each argon2 hash holds its memory cost and a core while it runs. Bounding how many run at
+    once keeps a burst of logins from multiplying that; running them on the same few threads
+    also keeps the allocator from growing an arena of that size in every request thread.
     """
 
     def __init__(self, threads: int = 1) -> None:
@@ -51,33 +55,33 @@ class _Hasher:
         old, self._pool = self._pool, ThreadPoolExecutor(threads, thread_name_prefix="argon2")
         old.shutdown(wait=False)
 
-    def run(self, fn: Callable[..., T], *args: Any) -> T:
-        return self._pool.submit(fn, *args).result()
-
-    async def run_async(self, fn: Callable[..., T], *args: Any) -> T:
-        """The same, awaited: the event loop waits for the hash without a thread of its own."""
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Awaited: the caller waits for the hash without a thread of its own."""
         return await asyncio.wrap_future(self._pool.submit(fn, *args))
 
 
 hasher = _Hasher()
 
 
-def limit_hash_concurrency(threads: int) -> None:
-    """Set from PASSWORD_HASH_CONCURRENCY when the app starts."""
-    hasher.resize(threads)
+def configure_hashing(
+    *, memory_kib: int, time_cost: int, parallelism: int, concurrency: int
+) -> None:
+    """Set from the PASSWORD_HASH_* settings when the app starts."""
+    global pwd_context
+    pwd_context = password_context(
+        memory_kib=memory_kib, time_cost=time_cost, parallelism=parallelism
+    )
+    _dummy_hash.cache_clear()
+    hasher.resize(concurrency)
 
 
-def hash_password(password: str) -> str:
-    return hasher.run(pwd_context.hash, password)
+async def hash_password(password: str) -> str:
+    return await hasher.run(pwd_context.hash, password)
 
 
-def verify_password(password: str, password_hash: str) -> tuple[bool, str | None]:
+async def verify_password(password: str, password_hash: str) -> tuple[bool, str | None]:
     """Check a password; on success also return a new hash when the parameters changed."""
-    return hasher.run(pwd_context.verify_and_update, password, password_hash)
-
-
-async def verify_password_async(password: str, password_hash: str) -> tuple[bool, str | None]:
-    return await hasher.run_async(pwd_context.verify_and_update, password, password_hash)
+    return await hasher.run(pwd_context.verify_and_update, password, password_hash)
 
 
 @cache
@@ -88,7 +92,7 @@ def _dummy_hash() -> str:
 async def verify_dummy(password: str) -> None:
     """Spend the time of a real verification, so unknown emails cannot be told apart by timing."""
     # The dummy hash is made on first use, on the hashing thread too.
-    await hasher.run_async(lambda: pwd_context.verify(password, _dummy_hash()))
+    await hasher.run(lambda: pwd_context.verify(password, _dummy_hash()))
 
 
 class TokenType(StrEnum):

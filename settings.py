@@ -31,7 +31,11 @@ class Settings(BaseSettings):
     migrate_on_startup: bool = True
     login_max_failures: int = Field(default=5, gt=0)
     login_window_seconds: int = Field(default=15 * 60, gt=0)
-    # Hashing is CPU-bound: more concurrent hashes than cores only add memory (19 MiB each).
+    # argon2id; the defaults are OWASP's minimum (19 MiB, 2 passes, 1 lane).
+    password_hash_memory_kib: int = Field(default=19 * 1024, ge=8)
+    password_hash_time_cost: int = Field(default=2, ge=1)
+    password_hash_parallelism: int = Field(default=1, ge=1)
+    # Hashing is CPU-bound: more concurrent hashes than cores only add memory.
     password_hash_concurrency: int = Field(
         default_factory=lambda: len(os.sched_getaffinity(0)), gt=0
     )
@@ -49,6 +53,12 @@ class Settings(BaseSettings):
         return data
 
     @model_validator(mode="after")
+    def _hash_memory_covers_its_lanes(self) -> Self:
+        if self.password_hash_memory_kib < 8 * self.password_hash_parallelism:
+            raise ValueError("PASSWORD_HASH_MEMORY_KIB must be at least 8 per lane")
+        return self
+
+    @model_validator(mode="after")
     def _resolve_secret(self) -> Self:
         if self.environment is Environment.production:
             if len(self.secret_key.encode()) < MIN_SECRET_BYTES:
@@ -58,10 +68,6 @@ class Settings(BaseSettings):
         elif not self.secret_key:
             self.secret_key = dev_secret_key()
         return self
-
-    @property
-    def is_sqlite(self) -> bool:
-        return self.database_url.startswith("sqlite")
 
 
 def dev_secret_key(path: Path = DEV_SECRET_FILE) -> str:

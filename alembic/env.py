@@ -6,7 +6,7 @@ from alembic import context
 from alembic.runtime.migration import MigrationInfo
 from sqlalchemy import text
 
-from database import IMMEDIATE, make_engine, render_item
+from database import migration_connection, render_item
 from models import Base
 from settings import Settings
 
@@ -51,27 +51,18 @@ def run_migrations_offline() -> None:
 
 
 def run_migrations_online() -> None:
-    url = database_url()
-    # Foreign keys off: SQLite batch migrations copy and drop tables, which must not cascade.
-    engine = make_engine(url, pool_size=1, foreign_keys=False)
-    try:
-        with engine.connect() as connection:
+    with migration_connection(database_url()) as connection:
+        configure(connection=connection)
+        with context.begin_transaction():
+            if connection.dialect.name == "postgresql":
+                connection.execute(
+                    text("SELECT pg_advisory_xact_lock(:id)"), {"id": MIGRATION_LOCK_ID}
+                )
+            context.run_migrations()
             if connection.dialect.name == "sqlite":
-                # Migration transactions take the write lock at BEGIN, serialising workers.
-                connection = connection.execution_options(**{IMMEDIATE: True})
-            configure(connection=connection)
-            with context.begin_transaction():
-                if connection.dialect.name == "postgresql":
-                    connection.execute(
-                        text("SELECT pg_advisory_xact_lock(:id)"), {"id": MIGRATION_LOCK_ID}
-                    )
-                context.run_migrations()
-                if connection.dialect.name == "sqlite":
-                    broken = connection.execute(text("PRAGMA foreign_key_check")).fetchall()
-                    if broken:
-                        raise RuntimeError(f"migration left broken foreign keys: {broken}")
-    finally:
-        engine.dispose()
+                broken = connection.execute(text("PRAGMA foreign_key_check")).fetchall()
+                if broken:
+                    raise RuntimeError(f"migration left broken foreign keys: {broken}")
 
 
 if context.is_offline_mode():

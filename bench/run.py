@@ -4,11 +4,13 @@ Every server runs one uvicorn worker pinned to the first core; the load generato
 Debian's packages) runs on the second. The database is seeded with 1,000 orders of 3 items
 and every request carries a real token. Ratios to hello in the same run are the figures that
 count: the machine is shared and noisy, absolute numbers are not comparable between runs.
-The judged hello runs on plain uvicorn, as the targets' calibration did; the ratio to the
-same hello on the app's own server stack (httptools, uvloop) is printed beside it.
+Every row is judged against two hellos: one on plain uvicorn (h11, asyncio), the stack its
+first targets were calibrated on, and one on the app's own server stack (httptools, uvloop),
+the yardstick a user compares against; both ratios are printed.
 """
 
 import argparse
+import asyncio
 import os
 import re
 import shutil
@@ -24,10 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx2
-from sqlalchemy import insert
+from sqlalchemy import Connection, insert
 
 import security
-from database import Database, upgrade_to_head, write_session
+from database import Database, upgrade_to_head
 from models import Order, OrderItem, OrderStatus, OrderStatusChange, Product, User
 from settings import Settings
 
@@ -52,36 +54,50 @@ class Result:
 def seed(url: str) -> None:
     upgrade_to_head(url)
     db = Database(Settings(_env_file=None, database_url=url, secret_key=SECRET))
-    password_hash = security.hash_password(PASSWORD)
-    with write_session(db) as session:
-        user = User(name="Bench", email=EMAIL, password_hash=password_hash)
-        products = [Product(name=f"Product {i}", price=f"{i}.25") for i in range(1, PRODUCTS + 1)]
-        session.add_all([user, *products])
-        session.flush()
-        for n in range(ORDERS):
-            order_id = session.execute(
-                insert(Order)
-                .values(user_id=user.id, status=OrderStatus.pending)
-                .returning(Order.id)
-            ).scalar_one()
-            session.execute(
-                insert(OrderItem),
-                [
-                    {
-                        "order_id": order_id,
-                        "product_id": products[(n + k) % PRODUCTS].id,
-                        "quantity": k + 1,
-                        "unit_price": products[(n + k) % PRODUCTS].price,
-                    }
-                    for k in range(3)
-                ],
+    try:
+        db.write_sync(_seed_rows, asyncio.run(security.hash_password(PASSWORD)))
+    finally:
+        db.dispose()
+
+
+def _seed_rows(conn: Connection, password_hash: str) -> None:
+    user_id = conn.execute(
+        insert(User)
+        .values(name="Bench", email=EMAIL, password_hash=password_hash)
+        .returning(User.id)
+    ).scalar_one()
+    prices = {i: f"{i}.25" for i in range(1, PRODUCTS + 1)}
+    product_ids = (
+        conn.execute(
+            insert(Product).returning(Product.id, sort_by_parameter_order=True),
+            [{"name": f"Product {i}", "price": price} for i, price in prices.items()],
+        )
+        .scalars()
+        .all()
+    )
+    price_of = dict(zip(product_ids, prices.values(), strict=True))
+    for n in range(ORDERS):
+        order_id = conn.execute(
+            insert(Order).values(user_id=user_id, status=OrderStatus.pending).returning(Order.id)
+        ).scalar_one()
+        lines = [product_ids[(n + k) % PRODUCTS] for k in range(3)]
+        conn.execute(
+            insert(OrderItem),
+            [
+                {
+                    "order_id": order_id,
+                    "product_id": product_id,
+                    "quantity": k + 1,
+                    "unit_price": price_of[product_id],
+                }
+                for k, product_id in enumerate(lines)
+            ],
+        )
+        conn.execute(
+            insert(OrderStatusChange).values(
+                order_id=order_id, to_status=OrderStatus.pending, changed_by=user_id
             )
-            session.execute(
-                insert(OrderStatusChange).values(
-                    order_id=order_id, to_status=OrderStatus.pending, changed_by=user.id
-                )
-            )
-    db.dispose()
+        )
 
 
 def free_port() -> int:
@@ -308,10 +324,9 @@ def main() -> int:
 
     env = {"DATABASE_URL": url, "SECRET_KEY": SECRET, "ENVIRONMENT": "production"}
     app = Server("main:app", REPO, env, workdir / "app.log")
-    # The yardstick: a bare FastAPI hello on plain uvicorn (h11, asyncio), the stack the
-    # targets were calibrated on (a hello of 4,200-5,500 req/s on this machine kind). The app
-    # is deployed with uvicorn's standard extras (httptools, uvloop); the same hello on those
-    # is measured too, and every row's ratio to it is printed beside the judged one.
+    # Two yardsticks: a bare FastAPI hello on plain uvicorn (h11, asyncio), the stack the
+    # first targets were calibrated on, and the same hello on the app's own server stack
+    # (uvicorn's standard extras: httptools, uvloop). Every row is judged against both.
     hello = Server(
         "bench.hello:app", REPO, {}, workdir / "hello.log", ("--http", "h11", "--loop", "asyncio")
     )
@@ -453,15 +468,20 @@ def main() -> int:
         (results["hello_fast"], *ratios(results["hello_fast"]), "the app's server stack", True),
     ]
 
-    def ratio_row(key: str, target: float, extra: bool = True, note: str = "") -> None:
+    def ratio_row(
+        key: str, target: float, same_stack: float, extra: bool = True, note: str = ""
+    ) -> None:
+        """Judged against both hellos: the issue's calibration and the app's own stack."""
         r = results[key]
-        ok = r.rps / hello_rps >= target and extra
-        rows.append((r, *ratios(r), f">= {target:.2f}{note}", ok))
+        ok = r.rps / hello_rps >= target and r.rps / fast_rps >= same_stack and extra
+        rows.append((r, *ratios(r), f">= {target:.2f} / >= {same_stack:.2f}{note}", ok))
 
-    ratio_row("by_id", 0.25)
-    ratio_row("page", 0.10)
+    ratio_row("by_id", 0.25, 0.20)
+    ratio_row("page", 0.10, 0.08)
     post = results["post"]
-    ratio_row("post", 0.15, post.errors == 0 and post.max_ms <= 1000, ", 0 errors, max <= 1 s")
+    ratio_row(
+        "post", 0.15, 0.11, post.errors == 0 and post.max_ms <= 1000, ", 0 errors, max <= 1 s"
+    )
     login = results["login"]
     rows.append(
         (
@@ -480,7 +500,7 @@ def main() -> int:
     print()
     print(
         "| endpoint | req/s | p50 ms | p99 ms | max ms | errors | ratio to hello "
-        "| ratio to hello on httptools + uvloop | target | |"
+        "| ratio to hello on httptools + uvloop | target (plain / same stack) | |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---|---|")
     for r, ratio, fast_ratio, target, ok in rows:

@@ -10,16 +10,26 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, text, update
 from sqlalchemy.engine import make_url
 
 os.environ.setdefault("SECRET_KEY", "test-only-secret-key-of-at-least-32-bytes")
 
-from database import IMMEDIATE, upgrade_to_head
+from database import Database, upgrade_to_head
 from main import create_app
-from models import Base
+from models import Base, User
 from settings import Settings
+
+# A cheap argon2 profile for every app, server and command the tests start (they inherit the
+# environment); the tests of the production parameters remove it.
+CHEAP_HASHING = {
+    "PASSWORD_HASH_MEMORY_KIB": "64",
+    "PASSWORD_HASH_TIME_COST": "1",
+    "PASSWORD_HASH_PARALLELISM": "1",
+}
+os.environ.update(CHEAP_HASHING)
 
 TEST_SECRET = "test-only-secret-key-of-at-least-32-bytes"
 PASSWORD = "correct horse battery"
@@ -110,9 +120,27 @@ def settings(database_url: str) -> Settings:
     )
 
 
+@pytest.fixture(scope="session")
+def app(tmp_path_factory: pytest.TempPathFactory) -> FastAPI:
+    """One app for the session. FastAPI prepares an app's routes on its first requests (about
+    0.1 s), which, with an app per test, was most of the suite's time. Tests that need other
+    app-wide settings (CORS, a login window) build their own with create_app."""
+    return create_app(
+        Settings(
+            _env_file=None,
+            database_url=f"sqlite:///{tmp_path_factory.mktemp('app') / 'replaced-per-test.db'}",
+            secret_key=TEST_SECRET,
+            migrate_on_startup=False,
+        )
+    )
+
+
 @pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as test_client:
+def client(app: FastAPI, settings: Settings) -> Iterator[TestClient]:
+    """The app on this test's own database and settings (the app reads both from its state)."""
+    app.state.settings = settings
+    app.state.db = Database(settings)
+    with TestClient(app) as test_client:  # its shutdown disposes of the database
         yield test_client
 
 
@@ -148,9 +176,9 @@ def login(client: TestClient, email: str, password: str = PASSWORD) -> dict:
 def make_account(client: TestClient, email: str, *, admin: bool = False) -> Account:
     user_id = signup(client, email)
     if admin:
-        db = client.app.state.db
-        with db.engine.execution_options(**{IMMEDIATE: True}).begin() as conn:
-            conn.execute(text("UPDATE users SET is_admin = true WHERE id = :id"), {"id": user_id})
+        client.app.state.db.write_sync(
+            lambda conn: conn.execute(update(User).where(User.id == user_id).values(is_admin=True))
+        )
     tokens = login(client, email)
     return Account(user_id, email, PASSWORD, tokens["access_token"], tokens["refresh_token"])
 

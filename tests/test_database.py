@@ -1,4 +1,5 @@
-"""The SQLite write discipline: writes only inside begin_write(), one writer at a time."""
+"""The unit of work: writes only inside Database.write, committed or rolled back whole, one
+writer at a time on SQLite."""
 
 import asyncio
 import threading
@@ -10,7 +11,7 @@ import pytest
 from sqlalchemy import Connection, literal, select, text
 from sqlalchemy.exc import OperationalError
 
-from database import Database, begin_write, write_session
+from database import Database
 from models import UTCDateTime, _sqlite_utc
 from settings import Settings
 
@@ -24,38 +25,44 @@ def sqlite_db(migrated_template: str, database_url: str) -> Database:
     db.dispose()
 
 
-def test_a_write_outside_begin_write_is_refused(sqlite_db: Database) -> None:
-    with sqlite_db.session() as session, pytest.raises(RuntimeError, match="begin_write"):
-        session.execute(text("DELETE FROM users"))
+def test_a_write_outside_database_write_is_refused(sqlite_db: Database) -> None:
+    def sneaky(conn: Connection) -> None:
+        conn.execute(text("DELETE FROM users"))
+
+    with pytest.raises(RuntimeError, match=r"Database\.write"):
+        sqlite_db.read_sync(sneaky)
 
 
-def test_begin_write_makes_the_statements_one_transaction(sqlite_db: Database) -> None:
-    with sqlite_db.session() as session:
-        begin_write(session)
-        session.execute(
-            text("INSERT INTO login_throttle VALUES ('a@example.com', 1, '2026-01-01')")
-        )
-        session.rollback()
-        assert session.execute(text("SELECT count(*) FROM login_throttle")).scalar() == 0
+def test_a_command_that_raises_leaves_nothing_behind(database_url: str) -> None:
+    db = Database(Settings(_env_file=None, database_url=database_url, secret_key="k" * 32))
+    try:
+        with pytest.raises(ValueError, match="refused"):
+            db.write_sync(_throttle_row("gone@example.com", then_fail=True))
+        db.write_sync(_throttle_row("kept@example.com"))
+        assert _throttled(db) == {"kept@example.com"}
+    finally:
+        db.dispose()
 
 
 def test_writers_of_one_process_take_turns(sqlite_db: Database) -> None:
     inside = peak = 0
     lock = threading.Lock()
 
-    def writer(n: int) -> None:
+    def command(conn: Connection, n: int) -> None:
         nonlocal inside, peak
-        with write_session(sqlite_db) as session:
-            with lock:
-                inside += 1
-                peak = max(peak, inside)
-            session.execute(
-                text("INSERT INTO login_throttle VALUES (:e, 1, '2026-01-01')"),
-                {"e": f"{n}@example.com"},
-            )
-            time.sleep(0.02)
-            with lock:
-                inside -= 1
+        with lock:
+            inside += 1
+            peak = max(peak, inside)
+        conn.execute(
+            text("INSERT INTO login_throttle VALUES (:e, 1, '2026-01-01')"),
+            {"e": f"{n}@example.com"},
+        )
+        time.sleep(0.02)
+        with lock:
+            inside -= 1
+
+    def writer(n: int) -> None:
+        sqlite_db.write_sync(command, n)
 
     threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
     for thread in threads:
@@ -63,8 +70,7 @@ def test_writers_of_one_process_take_turns(sqlite_db: Database) -> None:
     for thread in threads:
         thread.join()
     assert peak == 1
-    with sqlite_db.session() as session:
-        assert session.execute(text("SELECT count(*) FROM login_throttle")).scalar() == 8
+    assert len(_throttled(sqlite_db)) == 8
 
 
 def test_inline_reads_keep_one_connection_until_a_read_fails(sqlite_db: Database) -> None:
@@ -97,27 +103,39 @@ def _throttle_row(email: str, *, then_fail: bool = False) -> Callable[[Connectio
         )
         if then_fail:
             raise ValueError("refused after the insert")
-        conn.commit()
         return threading.current_thread().name
 
     return command
 
 
 def _throttled(db: Database) -> set[str]:
-    with db.engine.connect() as conn:
-        return set(conn.execute(text("SELECT email FROM login_throttle")).scalars())
+    return db.read_sync(
+        lambda conn: set(conn.execute(text("SELECT email FROM login_throttle")).scalars())
+    )
+
+
+class _Holder:
+    """Another writer of this process, holding the write lock until released."""
+
+    def __init__(self, db: Database) -> None:
+        self.holding, self.release = threading.Event(), threading.Event()
+        self.thread = threading.Thread(target=db.write_sync, args=(self._hold,))
+        self.thread.start()
+        assert self.holding.wait(5)
+
+    def _hold(self, _conn: Connection) -> None:
+        self.holding.set()
+        assert self.release.wait(5)
 
 
 def test_writes_run_inline_and_wait_on_the_pool_while_another_writer_holds_the_lock(
     sqlite_db: Database,
 ) -> None:
-    holder = sqlite_db.session()
-    begin_write(holder)  # another writer of this process, mid-transaction
+    holder = _Holder(sqlite_db)
 
     def finish_later() -> None:
         time.sleep(0.3)
-        holder.rollback()
-        holder.close()
+        holder.release.set()
 
     async def writes() -> tuple[str, float, str]:
         threading.Thread(target=finish_later).start()
@@ -139,13 +157,12 @@ def test_an_inline_write_refused_the_lock_leaves_the_next_ones_atomic(
 ) -> None:
     # Refusing the lock happens inside SQLAlchemy's "begin" event, after which that Connection
     # would run statements in autocommit: the first failing command below would keep its row.
-    holder = sqlite_db.session()
-    begin_write(holder)
+    holder = _Holder(sqlite_db)
 
     async def writes() -> None:
         async def refused_then_released() -> None:
             await asyncio.sleep(0.1)
-            await asyncio.to_thread(holder.rollback)
+            holder.release.set()
 
         release = asyncio.create_task(refused_then_released())
         await sqlite_db.write(_throttle_row("after-wait@example.com"))
@@ -155,7 +172,7 @@ def test_an_inline_write_refused_the_lock_leaves_the_next_ones_atomic(
         await sqlite_db.write(_throttle_row("kept@example.com"))
 
     asyncio.run(writes())
-    holder.close()
+    holder.thread.join()
     assert _throttled(sqlite_db) == {"after-wait@example.com", "kept@example.com"}
 
 

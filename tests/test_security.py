@@ -1,22 +1,47 @@
 """Password hashing: bounded concurrency, parameters, and upgrades of old hashes on login."""
 
+import asyncio
 import threading
 import time
 
+import pytest
 from fastapi.testclient import TestClient
 from passlib.context import CryptContext
 from sqlalchemy import text
 
 import security
-from conftest import PASSWORD, Account
-from database import IMMEDIATE
+from conftest import CHEAP_HASHING, PASSWORD, TEST_SECRET, Account
+from main import create_app
+from settings import Settings
 
 
-def test_hashes_use_argon2id_at_the_owasp_minimum() -> None:
-    password_hash = security.hash_password(PASSWORD)
+def test_hashes_use_argon2id_at_the_owasp_minimum_by_default(monkeypatch) -> None:
+    for name in CHEAP_HASHING:
+        monkeypatch.delenv(name)
+    create_app(Settings(_env_file=None, secret_key=TEST_SECRET, migrate_on_startup=False))
+
+    async def check() -> tuple[str, tuple, tuple]:
+        password_hash = await security.hash_password(PASSWORD)
+        right = await security.verify_password(PASSWORD, password_hash)
+        return password_hash, right, await security.verify_password("wrong", password_hash)
+
+    try:
+        password_hash, right, wrong = asyncio.run(check())
+    finally:
+        security.configure_hashing(memory_kib=64, time_cost=1, parallelism=1, concurrency=1)
     assert password_hash.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
-    assert security.verify_password(PASSWORD, password_hash) == (True, None)
-    assert security.verify_password("wrong password", password_hash) == (False, None)
+    assert right == (True, None)
+    assert wrong == (False, None)
+
+
+def test_hash_memory_must_cover_its_lanes() -> None:
+    with pytest.raises(ValueError, match="at least 8 per lane"):
+        Settings(
+            _env_file=None,
+            secret_key=TEST_SECRET,
+            password_hash_memory_kib=16,
+            password_hash_parallelism=4,
+        )
 
 
 def test_no_more_hashes_run_at_once_than_allowed(monkeypatch) -> None:
@@ -34,30 +59,37 @@ def test_no_more_hashes_run_at_once_than_allowed(monkeypatch) -> None:
         return "hash"
 
     monkeypatch.setattr(security.pwd_context, "hash", slow_hash)
-    security.limit_hash_concurrency(2)
+    security.hasher.resize(2)
+
+    async def hashes() -> list[str]:
+        return await asyncio.gather(*(security.hash_password("x") for _ in range(8)))
+
     try:
-        threads = [threading.Thread(target=security.hash_password, args=("x",)) for _ in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        assert asyncio.run(hashes()) == ["hash"] * 8
     finally:
-        security.limit_hash_concurrency(1)
+        security.hasher.resize(1)
     assert peak == 2
 
 
 def test_login_upgrades_a_hash_made_with_older_parameters(
     client: TestClient, alice: Account
 ) -> None:
+    settings = client.app.state.settings
+    current = (
+        f"$argon2id$v=19$m={settings.password_hash_memory_kib},"
+        f"t={settings.password_hash_time_cost},p={settings.password_hash_parallelism}$"
+    )
     weaker = CryptContext(
-        schemes=["argon2"], argon2__type="ID", argon2__memory_cost=8192, argon2__time_cost=1
+        schemes=["argon2"], argon2__type="ID", argon2__memory_cost=32, argon2__time_cost=1
     ).hash(PASSWORD)
-    engine = client.app.state.db.engine.execution_options(**{IMMEDIATE: True})
-    with engine.begin() as conn:
-        conn.execute(
+    assert not weaker.startswith(current)
+    client.app.state.db.write_sync(
+        lambda conn: conn.execute(
             text("UPDATE users SET password_hash = :h WHERE id = :id"),
             {"h": weaker, "id": alice.id},
         )
+    )
+    engine = client.app.state.db.engine
     response = client.post("/auth/login", json={"email": alice.email, "password": PASSWORD})
     assert response.status_code == 200
     with engine.connect() as conn:
@@ -65,7 +97,7 @@ def test_login_upgrades_a_hash_made_with_older_parameters(
             text("SELECT password_hash FROM users WHERE id = :id"), {"id": alice.id}
         ).scalar_one()
     assert stored != weaker
-    assert stored.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
+    assert stored.startswith(current)
     # A hash with the current parameters is left alone.
     assert (
         client.post("/auth/login", json={"email": alice.email, "password": PASSWORD}).status_code

@@ -1,16 +1,17 @@
-"""The statements that run on every request, compiled once and run on SQLite's own cursor.
+"""The statements that run on every request, compiled to SQL once and run on SQLite's cursor.
 
 On SQLite, SQLAlchemy's `Connection.execute` costs several times what the statement costs
-SQLite: an execution context, events, a compiled-cache lookup, a Result and its Rows
-(measured: 24 us for the user check, of which SQLite's part is 6; the three inserts of an
-order, about 300 us in a request). A `Prepared` statement is compiled once, its parameters go
-through the bind processors of their columns' types and are passed in the driver's order,
-and each column of a result goes through the result processor SQLAlchemy itself would apply,
-so what is stored and what is read are exactly what Core would store and return.
+SQLite (an execution context, a compiled-cache lookup, a Result and its Rows; the figures are
+in the README's performance section). A `Precompiled` statement is compiled once; its
+parameters go through the bind processors of their columns' types and are passed in the
+driver's order, and each column of a result goes through the result processor SQLAlchemy
+itself would apply, so what is stored and what is read are exactly what Core would store and
+return.
 
-It begins no transaction. A read runs in whatever the connection is in; an INSERT, UPDATE or
-DELETE refuses to run outside a write transaction that Core began (`Database.write`), like
-every other write on SQLite.
+It is still a statement of the connection it runs on: the engine's `before_cursor_execute`
+and `after_cursor_execute` listeners see it like any other (tracing, metrics, and the write
+guard in database.py, which refuses a write outside `Database.write`). It begins no
+transaction: it runs in whatever the connection is in.
 
 Other databases keep Core: behind a network round trip the difference does not show, and
 their drivers' type handling depends on what the server reports.
@@ -24,8 +25,6 @@ from sqlalchemy import Connection, Select
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.dml import UpdateBase
 
-from database import refuse_write_outside_transaction
-
 Processor = Callable[[Any], Any]
 Params = Mapping[str, Any]
 
@@ -33,7 +32,6 @@ Params = Mapping[str, Any]
 @dataclass(frozen=True)
 class _Compiled:
     sql: str
-    writes: bool
     # name, the value the statement itself gives it (if any), how the driver wants it
     binds: tuple[tuple[str, Any, Processor | None], ...]
     columns: tuple[tuple[int, Processor], ...]
@@ -46,7 +44,7 @@ class _Compiled:
         return args
 
 
-class Prepared:
+class Precompiled:
     """A SELECT, or an INSERT/UPDATE/DELETE whose values are all bound parameters."""
 
     def __init__(self, statement: Select | UpdateBase) -> None:
@@ -65,7 +63,7 @@ class Prepared:
             result = conn.execute(self.statement, params)
             return result.all() if result.returns_rows else []
         compiled = self._compiled(conn)
-        rows = self._driver(conn, compiled).execute(compiled.sql, compiled.args(params)).fetchall()
+        rows = _run(conn, compiled.sql, compiled.args(params), many=False).fetchall()
         if not compiled.columns:
             return rows
         processed = []
@@ -92,15 +90,7 @@ class Prepared:
             conn.execute(self.statement, list(many))
             return
         compiled = self._compiled(conn)
-        self._driver(conn, compiled).executemany(
-            compiled.sql, [compiled.args(params) for params in many]
-        )
-
-    def _driver(self, conn: Connection, compiled: _Compiled) -> Any:
-        driver = conn.connection.dbapi_connection
-        if compiled.writes:
-            refuse_write_outside_transaction(driver)
-        return driver
+        _run(conn, compiled.sql, [compiled.args(params) for params in many], many=True)
 
     def _compiled(self, conn: Connection) -> _Compiled:
         if self._sqlite is None:
@@ -125,5 +115,20 @@ class Prepared:
             for column in self._columns
         )
         columns = tuple((i, process) for i, process in enumerate(processors) if process)
-        writes = isinstance(self.statement, UpdateBase)
-        return _Compiled(compiled.string, writes, binds, columns)
+        return _Compiled(compiled.string, binds, columns)
+
+
+def _run(conn: Connection, sql: str, args: list[Any], *, many: bool) -> Any:
+    """Execute on the driver's cursor, telling the engine's cursor listeners as Core would
+    (without an execution context, which is what this module saves)."""
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    dispatch = conn.dispatch
+    if dispatch.before_cursor_execute:
+        dispatch.before_cursor_execute(conn, cursor, sql, args, None, many)
+    if many:
+        cursor.executemany(sql, args)
+    else:
+        cursor.execute(sql, args)
+    if dispatch.after_cursor_execute:
+        dispatch.after_cursor_execute(conn, cursor, sql, args, None, many)
+    return cursor

@@ -1,16 +1,17 @@
-"""Prepared statements return exactly what SQLAlchemy Core returns for the same statement."""
+"""Precompiled statements return exactly what SQLAlchemy Core returns for the same statement,
+and the engine's cursor listeners see them."""
 
 import asyncio
 from datetime import datetime, timedelta, timezone
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Connection, Select, bindparam, delete, insert, select, text
+from sqlalchemy import Connection, Select, bindparam, delete, event, insert, select, text
 
 import order_queries
 from conftest import Account, signup
 from models import Order, OrderStatus, OrderStatusChange, User
-from prepared import Prepared
+from precompiled import Precompiled
 
 BY_STATUS = select(Order.id).where(Order.status == bindparam("status")).order_by(Order.id)
 
@@ -25,7 +26,7 @@ BY_STATUS = select(Order.id).where(Order.status == bindparam("status")).order_by
         (BY_STATUS, {"status": OrderStatus.pending}),
     ],
 )
-def test_prepared_rows_equal_core_rows(
+def test_precompiled_rows_equal_core_rows(
     client: TestClient,
     alice: Account,
     products: list[dict],
@@ -39,10 +40,10 @@ def test_prepared_rows_equal_core_rows(
         )
     with client.app.state.db.engine.connect() as conn:
         core = [tuple(row) for row in conn.execute(statement, params).all()]
-        prepared = [tuple(row) for row in Prepared(statement).all(conn, params)]
+        precompiled = [tuple(row) for row in Precompiled(statement).all(conn, params)]
     assert len(core) >= 2
-    assert prepared == core
-    assert [[type(value) for value in row] for row in prepared] == [
+    assert precompiled == core
+    assert [[type(value) for value in row] for row in precompiled] == [
         [type(value) for value in row] for row in core
     ]
 
@@ -50,13 +51,13 @@ def test_prepared_rows_equal_core_rows(
 def test_no_rows_and_too_many_rows(client: TestClient, alice: Account) -> None:
     signup(client, "bob@example.com")
     with client.app.state.db.engine.connect() as conn:
-        assert Prepared(BY_STATUS).all(conn, {"status": OrderStatus.finished}) == []
-        assert Prepared(select(User.id).where(User.id == 0)).one_or_none(conn, {}) is None
+        assert Precompiled(BY_STATUS).all(conn, {"status": OrderStatus.finished}) == []
+        assert Precompiled(select(User.id).where(User.id == 0)).one_or_none(conn, {}) is None
         with pytest.raises(ValueError, match="more than one row"):
-            Prepared(select(User.id)).one_or_none(conn, {})
+            Precompiled(select(User.id)).one_or_none(conn, {})
 
 
-def test_prepared_writes_store_what_core_stores(
+def test_precompiled_writes_store_what_core_stores(
     client: TestClient, alice: Account, products: list[dict]
 ) -> None:
     items = [{"product_id": products[0]["id"], "quantity": 1}]
@@ -78,7 +79,7 @@ def test_prepared_writes_store_what_core_stores(
     }
 
     def both(conn: Connection) -> list[tuple]:
-        Prepared(change).execute_many(conn, [params])
+        Precompiled(change).execute_many(conn, [params])
         conn.execute(change, params)
         stored = conn.execute(
             text(
@@ -86,18 +87,39 @@ def test_prepared_writes_store_what_core_stores(
                 " WHERE to_status = 'cancelled' ORDER BY id"
             )
         ).all()
-        conn.rollback()
         return [tuple(row) for row in stored]
 
-    by_prepared, by_core = asyncio.run(client.app.state.db.write(both))
-    assert by_prepared == by_core
-    assert by_prepared[:2] == ("pending", "cancelled")
+    by_precompiled, by_core = asyncio.run(client.app.state.db.write(both))
+    assert by_precompiled == by_core
+    assert by_precompiled[:2] == ("pending", "cancelled")
 
 
-def test_a_prepared_write_outside_a_write_transaction_is_refused(client: TestClient) -> None:
+def test_a_precompiled_write_outside_a_write_transaction_is_refused(client: TestClient) -> None:
     db = client.app.state.db
     if db.engine.dialect.name != "sqlite":
         pytest.skip("SQLite's write discipline")
-    statement = Prepared(delete(User).where(User.id == bindparam("id")))
-    with db.engine.connect() as conn, pytest.raises(RuntimeError, match="begin_write"):
-        statement.execute_many(conn, [{"id": 1}])
+    statement = Precompiled(delete(User).where(User.id == bindparam("id")))
+    with pytest.raises(RuntimeError, match=r"Database\.write"):
+        db.read_sync(statement.execute_many, [{"id": 1}])
+
+
+def test_cursor_listeners_see_precompiled_statements(client: TestClient, alice: Account) -> None:
+    db = client.app.state.db
+    seen: list[tuple[str, str]] = []
+
+    def before(_conn, _cursor, statement, _params, _context, _many) -> None:
+        seen.append(("before", statement))
+
+    def after(_conn, _cursor, statement, _params, _context, _many) -> None:
+        seen.append(("after", statement))
+
+    event.listen(db.engine, "before_cursor_execute", before)
+    event.listen(db.engine, "after_cursor_execute", after)
+    try:
+        assert client.get("/auth/me", headers=alice.headers).status_code == 200
+    finally:
+        event.remove(db.engine, "before_cursor_execute", before)
+        event.remove(db.engine, "after_cursor_execute", after)
+    assert [when for when, _ in seen] == ["before", "after"]
+    assert "FROM users" in seen[0][1]
+    assert seen[0][1] == seen[1][1]
