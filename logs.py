@@ -1,4 +1,10 @@
-"""Logging: one JSON object per line (or plain text for development), secrets masked."""
+"""Logging: one JSON object per line (or plain text for development), secrets masked.
+
+The app configures logging when it is created (`configure`, from its Settings). Uvicorn's
+supervisor (`--reload`, `--workers`) never creates the app, so it logs through whatever
+`--log-config` gives it: log_config.json, whose one handler is built by `configure_from_env`
+here, so its lines are formatted like the app's.
+"""
 
 import json
 import logging
@@ -7,6 +13,11 @@ import sys
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from functools import lru_cache
+
+from pydantic import create_model
+from pydantic_settings import BaseSettings
+
+from settings import Settings
 
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 
@@ -87,8 +98,12 @@ class TextFormatter(logging.Formatter):
         return redact(line)
 
 
-def configure(level: str, fmt: str) -> None:
-    """Route every logger (ours, uvicorn's, alembic's) through one handler and format.
+HANDLER_NAME = "orders"
+
+
+def configure(level: str, fmt: str) -> logging.Handler:
+    """Route every logger (ours, uvicorn's, alembic's) through one handler and format; return
+    the handler.
 
     Uvicorn's own access log is switched off: the app writes a richer line per request.
     """
@@ -100,10 +115,10 @@ def configure(level: str, fmt: str) -> None:
     logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
-    handler.set_name("orders")
+    handler.set_name(HANDLER_NAME)
     root = logging.getLogger()
     # Replace our own handler (the app may be created again, as tests do); keep others.
-    root.handlers = [h for h in root.handlers if h.get_name() != "orders"] + [handler]
+    root.handlers = [h for h in root.handlers if h.get_name() != HANDLER_NAME] + [handler]
     root.setLevel(level)
     for name in ("uvicorn", "uvicorn.error", "alembic"):
         logger = logging.getLogger(name)
@@ -111,3 +126,34 @@ def configure(level: str, fmt: str) -> None:
         logger.propagate = True
     logging.getLogger("uvicorn.access").disabled = True
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    return handler
+
+
+class _FromEnvironment(BaseSettings):
+    model_config = Settings.model_config  # the environment, then the optional .env file
+
+
+# Settings' own two logging fields (type, default, validation), read the way Settings reads
+# them, without the rest: Settings() also resolves the secret key (in development it creates
+# .secret_key), which is no business of a process that only logs.
+LogSettings = create_model(
+    "LogSettings",
+    __base__=_FromEnvironment,
+    **{
+        name: (Settings.model_fields[name].annotation, Settings.model_fields[name])
+        for name in ("log_level", "log_format")
+    },
+)
+
+
+def configure_from_env() -> logging.Handler:
+    """`configure` from LOG_LEVEL and LOG_FORMAT; the handler factory of log_config.json.
+
+    `uvicorn main:app --log-config log_config.json` loads that file in its supervisor and
+    again in each worker before importing main (whose create_app then configures logging
+    from its Settings, the same way), so every line, the supervisor's included, has the
+    app's format. Uvicorn puts the working directory (--app-dir) on sys.path before it
+    loads the file, which is how `logs` is found.
+    """
+    values = LogSettings()
+    return configure(values.log_level, values.log_format)

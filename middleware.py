@@ -4,7 +4,10 @@ import logging
 import os
 import re
 import time
+from collections.abc import Sequence
 
+from fastapi.routing import APIRoute, iter_route_contexts
+from starlette.routing import BaseRoute, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import logs
@@ -13,6 +16,7 @@ access_log = logging.getLogger("orders.access")
 _VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
 MAX_BODY_BYTES = 1024 * 1024
+NO_ROUTE = "<no route>"
 
 
 class BodySizeLimit:
@@ -90,6 +94,7 @@ class RequestContext:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self.templates = RouteTemplates()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -114,7 +119,7 @@ class RequestContext:
             await self.app(scope, receive, send_with_id)
         finally:
             # The route's template, never the raw path: ids stay out of the log's keys.
-            path = getattr(scope.get("route"), "path_format", None) or "<no route>"
+            path = getattr(scope.get("route"), "path_format", None) or self.templates.of(scope)
             duration_ms = round((time.perf_counter() - start) * 1000, 2)
             access_log.info(
                 "%s %s %s %.2f ms",
@@ -131,3 +136,50 @@ class RequestContext:
                 },
             )
             logs.request_id.reset(token)
+
+
+class RouteTemplates:
+    """The path template of a request whose route left no `scope["route"]`.
+
+    FastAPI's router (unlike Starlette's) records only its APIRoutes in `scope["route"]`:
+    a plain Starlette Route (/openapi.json) or a Mount (/static-offline-docs, Swagger UI's
+    files) leaves just `scope["endpoint"]`, the route's function or the mounted app. The
+    templates of those routes are read from the router once, by endpoint, so a request
+    costs one dict look-up; they are read again when an endpoint is new (a route added later).
+    """
+
+    def __init__(self) -> None:
+        # id(endpoint) -> (endpoint, template): the endpoint is held so its id stays its own.
+        self._by_endpoint: dict[int, tuple[object, str]] = {}
+
+    def of(self, scope: Scope) -> str:
+        endpoint = scope.get("endpoint")
+        if endpoint is None:  # no route matched (or none was reached: a 413 before routing)
+            return NO_ROUTE
+        known = self._by_endpoint.get(id(endpoint))
+        if known is None:
+            self._by_endpoint = _templates_by_endpoint(getattr(scope.get("router"), "routes", []))
+            known = self._by_endpoint.setdefault(id(endpoint), (endpoint, NO_ROUTE))
+        return known[1]
+
+
+def _templates_by_endpoint(routes: Sequence[BaseRoute]) -> dict[int, tuple[object, str]]:
+    """Routes and Mounts (in included routers too, with their prefixes) by what they put in
+    `scope["endpoint"]`; a Mount's template is its prefix plus "/{path}", never the file."""
+    found: dict[int, tuple[object, str]] = {}
+    ambiguous: set[int] = set()
+    for context in iter_route_contexts(routes):
+        if isinstance(context.original_route, APIRoute):
+            continue  # it sets scope["route"] itself
+        mount = isinstance(context.original_route, Mount)
+        endpoint = getattr(context, "app" if mount else "endpoint", None)
+        template = context.path_format
+        if endpoint is None or template is None:
+            continue
+        if id(endpoint) in found and found[id(endpoint)][1] != template:
+            ambiguous.add(id(endpoint))
+        found[id(endpoint)] = (endpoint, template)
+    # One endpoint served at two templates: the endpoint cannot tell which one matched.
+    for key in ambiguous:
+        found[key] = (found[key][0], NO_ROUTE)
+    return found

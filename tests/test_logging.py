@@ -2,12 +2,26 @@
 
 import json
 import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
 
 import pytest
+from fastapi import APIRouter, FastAPI
+from fastapi.responses import PlainTextResponse
 from fastapi.testclient import TestClient
+from starlette.staticfiles import StaticFiles
 
 import logs
 from conftest import PASSWORD, Account
+from middleware import RequestContext
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -70,6 +84,55 @@ def test_one_access_line_per_request(
     assert isinstance(entry["duration_ms"], float)
 
 
+@pytest.mark.parametrize(
+    ("url", "template", "status"),
+    [
+        ("/openapi.json", "/openapi.json", 200),
+        ("/docs", "/docs", 200),
+        ("/docs/oauth2-redirect", "/docs/oauth2-redirect", 200),
+        ("/redoc", "/redoc", 200),
+        ("/static-offline-docs/swagger-ui.css", "/static-offline-docs/{path}", 200),
+        ("/static-offline-docs/made-up.js", "/static-offline-docs/{path}", 404),
+        ("/nowhere/made-up.js", "<no route>", 404),
+    ],
+)
+def test_docs_and_their_files_log_a_template(
+    client: TestClient, log_lines: list[str], url: str, template: str, status: int
+) -> None:
+    """FastAPI puts only its APIRoutes in scope["route"]: /openapi.json (a Starlette Route)
+    and the Swagger UI files (a Mount) must still log a template, never the file asked for."""
+    for _ in range(2):  # the first request reads the routes' templates, the second reuses them
+        assert client.get(url).status_code == status
+    assert [e["path"] for e in access_entries(log_lines)] == [template, template]
+
+
+def test_routes_and_mounts_of_an_included_router_log_their_prefix(
+    log_lines: list[str], tmp_path: Path
+) -> None:
+    (tmp_path / "a.txt").write_text("a")
+
+    def plain(request: object) -> PlainTextResponse:
+        return PlainTextResponse("plain")
+
+    router = APIRouter()
+    router.add_route("/plain/{name}", plain)
+    router.mount("/files", StaticFiles(directory=tmp_path))
+    outer = APIRouter()
+    outer.include_router(router, prefix="/inner")
+    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+    app.include_router(outer, prefix="/outer")
+    app.add_middleware(RequestContext)
+    with TestClient(app) as client:
+        assert client.get("/outer/inner/plain/x").text == "plain"
+        assert client.get("/outer/inner/files/a.txt").text == "a"
+        assert client.get("/outer/inner/nothing").status_code == 404
+    assert [e["path"] for e in access_entries(log_lines)] == [
+        "/outer/inner/plain/{name}",
+        "/outer/inner/files/{path}",
+        "<no route>",
+    ]
+
+
 def test_anonymous_requests_log_no_user(client: TestClient, log_lines: list[str]) -> None:
     client.get("/product")
     (entry,) = access_entries(log_lines)
@@ -124,3 +187,57 @@ def test_text_format_for_development() -> None:
     line = logs.TextFormatter().format(record)
     assert "orders.access: GET /health 200 user=7" in line
     assert not line.lstrip().startswith("{")
+
+
+def test_uvicorn_with_the_log_config_writes_json_only(tmp_path: Path) -> None:
+    """`uvicorn --workers 2 --log-config log_config.json`: the supervisor, which never imports
+    main, formats its lines like the app too, and uvicorn's access log stays off."""
+    log_path = tmp_path / "server.log"
+    env = {
+        **os.environ,
+        "SECRET_KEY": "x" * 32,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 't.db'}",
+        "LOG_FORMAT": "json",
+        "LOG_LEVEL": "INFO",
+    }
+    # The console script, as people run it: `logs` is found through uvicorn's --app-dir.
+    uvicorn = Path(sys.executable).with_name("uvicorn")
+    command = [str(uvicorn), "main:app", "--port", "0", "--workers", "2"]
+    command += ["--log-config", "log_config.json"]
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while log_path.read_text().count("Application startup complete") < 2:
+            assert process.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, f"no start-up:\n{log_path.read_text()}"
+            time.sleep(0.1)
+        port = re.search(r"Uvicorn running on http://127\.0\.0\.1:(\d+)", log_path.read_text())
+        assert port is not None, log_path.read_text()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port[1]}/health", timeout=10) as answer:
+            assert answer.status == 200
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+    lines = [line for line in log_path.read_text().splitlines() if line.strip()]
+    entries = []
+    for line in lines:
+        try:
+            entries.append(json.loads(line))
+        except json.JSONDecodeError:
+            pytest.fail(f"not JSON: {line!r}")
+    for entry in entries:
+        assert {"ts", "level", "logger", "message"} <= entry.keys(), entry
+    messages = [entry["message"] for entry in entries]
+    assert any(m.startswith("Started parent process") for m in messages)  # the supervisor
+    assert any(m.startswith("Uvicorn running on") for m in messages)
+    assert sum(m.startswith("Started server process") for m in messages) == 2  # the workers
+    loggers = [entry["logger"] for entry in entries]
+    assert loggers.count("orders.access") == 1
+    assert "uvicorn.access" not in loggers
