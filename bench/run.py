@@ -10,7 +10,6 @@ the yardstick a user compares against; both ratios are printed.
 """
 
 import argparse
-import asyncio
 import os
 import re
 import shutil
@@ -55,7 +54,7 @@ def seed(url: str) -> None:
     upgrade_to_head(url)
     db = Database(Settings(_env_file=None, database_url=url, secret_key=SECRET))
     try:
-        db.write_sync(_seed_rows, asyncio.run(security.hash_password(PASSWORD)))
+        db.write_sync(_seed_rows, security.pwd_context.hash(PASSWORD))
     finally:
         db.dispose()
 
@@ -295,7 +294,7 @@ def python_load(
 
 def verify_ms(rounds: int = 20) -> float:
     """One argon2 verification, on the app's core (the app is idle meanwhile)."""
-    password_hash = security.hash_password(PASSWORD)
+    password_hash = security.pwd_context.hash(PASSWORD)
     affinity = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {int(APP_CORE)})
     try:
