@@ -6,7 +6,16 @@ from fastapi import APIRouter, Form, Response, status
 from pydantic import ConfigDict, Field
 
 import auth_service
-from dependencies import AdminUser, CurrentUser, DatabaseDep, Pagination, PathId, SettingsDep
+from dependencies import (
+    AdminUser,
+    ClientAddress,
+    CurrentUser,
+    DatabaseDep,
+    NoStore,
+    Pagination,
+    PathId,
+    SettingsDep,
+)
 from errors import responses
 from schemas import (
     Email,
@@ -42,17 +51,28 @@ class LoginForm(Input):
     "/signup",
     status_code=status.HTTP_201_CREATED,
     response_model=UserPublic,
-    responses=responses(409),
+    responses=responses(409, 429),
 )
-async def signup(body: UserCreate, database: DatabaseDep) -> UserPublic:
-    """Create an account. Anyone may sign up; the email is stored lower-cased and must not be
-    taken in any letter case. The password is {password_min} to {password_max} characters.
-    New accounts are active customers, never admins.
+async def signup(
+    body: UserCreate, database: DatabaseDep, settings: SettingsDep, address: ClientAddress
+) -> UserPublic:
+    """Create an account. Anyone may sign up; the email is stored normalised (NFKC, lower
+    case) and must not be taken in any letter case. The password is {password_min} to
+    {password_max} characters, not one of the most common passwords, and not the email or
+    its local part. New accounts are active customers, never admins.
+
+    At most {signup_max_per_hour} signups per hour from one client address; past that, 429
+    with `Retry-After`.
     """
-    return await auth_service.sign_up(database, body)
+    return await auth_service.sign_up(database, settings, body, address)
 
 
-@router.post("/login", response_model=TokenPair, responses=responses(401, 403, 429))
+@router.post(
+    "/login",
+    response_model=TokenPair,
+    responses=responses(401, 403, 429),
+    dependencies=[NoStore],
+)
 async def login(body: LoginRequest, database: DatabaseDep, settings: SettingsDep) -> TokenPair:
     """Exchange email and password for an access token ({access_token_lifetime}) and a refresh
     token ({refresh_token_lifetime}).
@@ -70,6 +90,7 @@ async def login(body: LoginRequest, database: DatabaseDep, settings: SettingsDep
     summary="Log in (OAuth2 password form)",
     response_model=TokenPair,
     responses=responses(401, 403, 429),
+    dependencies=[NoStore],
 )
 async def login_form(
     form: Annotated[LoginForm, Form()], database: DatabaseDep, settings: SettingsDep
@@ -80,7 +101,7 @@ async def login_form(
     return await auth_service.log_in(database, settings, form.username, form.password)
 
 
-@router.post("/refresh", response_model=TokenPair, responses=responses(401))
+@router.post("/refresh", response_model=TokenPair, responses=responses(401), dependencies=[NoStore])
 async def refresh(body: RefreshRequest, database: DatabaseDep, settings: SettingsDep) -> TokenPair:
     """Trade a refresh token for a new pair. Each refresh token works once: the one presented
     is spent. Presenting a spent token again means it leaked, so every token issued from it
@@ -106,15 +127,20 @@ async def me(user: CurrentUser) -> UserPublic:
     return user
 
 
-@router.post("/change-password", status_code=status.HTTP_204_NO_CONTENT, responses=responses(401))
+@router.post(
+    "/change-password", status_code=status.HTTP_204_NO_CONTENT, responses=responses(401, 429)
+)
 async def change_password(
-    body: PasswordChange, user: CurrentUser, database: DatabaseDep
+    body: PasswordChange, user: CurrentUser, database: DatabaseDep, settings: SettingsDep
 ) -> Response:
-    """Set a new password ({password_min} to {password_max} characters) after proving the
-    current one. Every refresh token of the account is revoked, so other sessions must log
-    in again.
+    """Set a new password ({password_min} to {password_max} characters, not a common one, not
+    the email) after proving the current one. Every refresh token of the account is revoked,
+    so other sessions must log in again. Wrong current passwords count like failed logins:
+    past {login_max_failures} within {login_window}, 429 with `Retry-After`.
     """
-    await auth_service.change_password(database, user, body.current_password, body.new_password)
+    await auth_service.change_password(
+        database, settings, user, body.current_password, body.new_password
+    )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

@@ -5,29 +5,19 @@ and commands through it. Password hashing is slow by design (argon2), so it alwa
 between two units of work, never inside one: a write lock is never held while a hash runs.
 """
 
-import math
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import (
-    Connection,
-    bindparam,
-    case,
-    delete,
-    func,
-    insert,
-    literal,
-    select,
-    update,
-)
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+import passwords
 import security
+import throttle
 from database import Database
-from errors import Conflict, Forbidden, NotFound, TooManyRequests, Unauthorized
-from models import LoginThrottle, RefreshToken, User, utcnow
+from errors import Conflict, Forbidden, NotFound, TooManyRequests, Unauthorized, Unprocessable
+from models import RefreshToken, User, utcnow
 from precompiled import Precompiled
 from schemas import TokenPair, UserCreate, UserPublic, UserUpdate
 from security import InvalidToken, TokenClaims, TokenType
@@ -72,7 +62,25 @@ def _claims(settings: Settings, token: str, expected: TokenType, refusal: str) -
 # --- signup and login -----------------------------------------------------------------------
 
 
-async def sign_up(database: Database, data: UserCreate) -> UserPublic:
+def signup_limit(settings: Settings) -> throttle.Limit:
+    """Signups per client address."""
+    return throttle.Limit("signup", settings.signup_max_per_hour, 3600)
+
+
+def _count_signup(conn: Connection, settings: Settings, address: str) -> None:
+    retry_after = throttle.reserve(conn, signup_limit(settings), address)
+    if retry_after is not None:
+        raise TooManyRequests(
+            "Too many signups from this address; try again later", retry_after=retry_after
+        )
+
+
+async def sign_up(
+    database: Database, settings: Settings, data: UserCreate, address: str
+) -> UserPublic:
+    """A new account. Each attempt counts against the client address's limit, taken before
+    the hash so that a burst of signups costs no more than the limit allows."""
+    await database.write(_count_signup, settings, address)
     password_hash = await security.hash_password(data.password)
     return await database.write(_insert_user, data.name, data.email, password_hash)
 
@@ -91,42 +99,9 @@ def _insert_user(
     return _user(row)
 
 
-@dataclass(frozen=True)
-class LoginState:
-    """What a login reads before hashing: the email's failures and the account it names."""
-
-    failures: int
-    window_started_at: datetime | None
-    user_id: int | None
-    password_hash: str | None
-    is_active: bool
-
-    def retry_after(self, settings: Settings, now: datetime) -> int | None:
-        """Seconds until the email may try again, or None when it is not throttled."""
-        window = timedelta(seconds=settings.login_window_seconds)
-        if self.window_started_at is None or self.failures < settings.login_max_failures:
-            return None
-        if self.window_started_at <= now - window:
-            return None
-        return max(1, math.ceil((self.window_started_at + window - now).total_seconds()))
-
-
-_THROTTLE = Precompiled(
-    select(LoginThrottle.failures, LoginThrottle.window_started_at).where(
-        LoginThrottle.email == bindparam("email")
-    )
-)
-_ACCOUNT = Precompiled(
-    select(User.id, User.password_hash, User.is_active).where(User.email == bindparam("email"))
-)
-
-
-def _login_state(conn: Connection, email: str) -> LoginState:
-    throttle = _THROTTLE.one_or_none(conn, {"email": email})
-    account = _ACCOUNT.one_or_none(conn, {"email": email})
-    failures, started = throttle if throttle is not None else (0, None)
-    user_id, password_hash, is_active = account if account is not None else (None, None, False)
-    return LoginState(failures, started, user_id, password_hash, is_active)
+def login_limit(settings: Settings) -> throttle.Limit:
+    """Failed logins (and wrong current passwords) per email."""
+    return throttle.Limit("login", settings.login_max_failures, settings.login_window_seconds)
 
 
 def _throttled(retry_after: int) -> TooManyRequests:
@@ -135,71 +110,64 @@ def _throttled(retry_after: int) -> TooManyRequests:
     )
 
 
+@dataclass(frozen=True)
+class Account:
+    user_id: int
+    password_hash: str
+    is_active: bool
+
+
+_ACCOUNT = Precompiled(
+    select(User.id, User.password_hash, User.is_active).where(User.email == bindparam("email"))
+)
+
+
+def _begin_login(conn: Connection, settings: Settings, email: str) -> Account | None:
+    """Count the attempt against the email's limit (TooManyRequests past it), then read the
+    account it names."""
+    retry_after = throttle.reserve(conn, login_limit(settings), email)
+    if retry_after is not None:
+        raise _throttled(retry_after)
+    row = _ACCOUNT.one_or_none(conn, {"email": email})
+    return None if row is None else Account(*row)
+
+
 async def log_in(database: Database, settings: Settings, email: str, password: str) -> TokenPair:
     """A token pair for these credentials.
 
-    Refuses with 429 past the limit of failed attempts, 401 for an unknown email or a wrong
-    password (in the same time: an unknown email is hashed too), and 403 for the right
-    password of a deactivated account.
+    Refuses with 429 past the limit of attempts, 401 for an unknown email or a wrong password
+    (in the same time: an unknown email is hashed too), and 403 for the right password of a
+    deactivated account.
 
-    Only wrong passwords count, and a successful login clears the count, so several devices
-    logging in at once are never throttled. The count is read before the slow hash and
-    recorded after it; concurrent guesses are bounded by the hash pool meanwhile.
+    The attempt is counted before the password is checked and the count is cleared by a
+    success, so of any number of concurrent guesses at most the limit are checked; the rest
+    get 429. A refused attempt leaves its count: the window stays closed while guesses go on.
     """
-    state = await database.read(_login_state, email)
-    retry_after = state.retry_after(settings, utcnow())
-    if retry_after is not None:
-        raise _throttled(retry_after)
-    if state.password_hash is None:
+    account = await database.write(_begin_login, settings, email)
+    if account is None:
         await security.verify_dummy(password)
-        valid, new_hash = False, None
-    else:
-        valid, new_hash = await security.verify_password(password, state.password_hash)
-    if not valid:
-        await database.write(_count_failure, settings, email)
         raise Unauthorized("Incorrect email or password")
-    tokens = await database.write(_record_login, settings, email, state, new_hash)
+    valid, new_hash = await security.verify_password(password, account.password_hash)
+    if not valid:
+        raise Unauthorized("Incorrect email or password")
+    tokens = await database.write(_record_login, settings, email, account, new_hash)
     if tokens is None:
         raise Forbidden("This account is deactivated")
     return tokens
 
 
 def _record_login(
-    conn: Connection, settings: Settings, email: str, state: LoginState, new_hash: str | None
+    conn: Connection, settings: Settings, email: str, account: Account, new_hash: str | None
 ) -> TokenPair | None:
-    """Clear the email's failures, store an upgraded hash, and issue tokens to an active
+    """Clear the email's attempts, store an upgraded hash, and issue tokens to an active
     account. Returns None for a deactivated account."""
-    assert state.user_id is not None
-    # Also the failures other attempts recorded while this one was hashing.
-    conn.execute(delete(LoginThrottle).where(LoginThrottle.email == email))
+    throttle.clear(conn, login_limit(settings), email)
     if new_hash is not None:
-        conn.execute(update(User).where(User.id == state.user_id).values(password_hash=new_hash))
-    if not state.is_active:
+        statement = update(User).where(User.id == account.user_id).values(password_hash=new_hash)
+        conn.execute(statement)
+    if not account.is_active:
         return None
-    return _add_token_pair(conn, settings, state.user_id, family=uuid.uuid4().hex)
-
-
-def _count_failure(conn: Connection, settings: Settings, email: str) -> None:
-    """Add one failure to the email's window, or start a new window if it expired: one
-    atomic upsert, so failures reported by concurrent requests are all counted."""
-    now = utcnow()
-    expired = LoginThrottle.window_started_at <= now - timedelta(
-        seconds=settings.login_window_seconds
-    )
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    stmt = dialect.insert(LoginThrottle).values(email=email, failures=1, window_started_at=now)
-    conn.execute(
-        stmt.on_conflict_do_update(
-            index_elements=[LoginThrottle.email],
-            set_={
-                "failures": case((expired, 1), else_=LoginThrottle.failures + 1),
-                "window_started_at": case(
-                    (expired, literal(now, LoginThrottle.window_started_at.type)),
-                    else_=LoginThrottle.window_started_at,
-                ),
-            },
-        )
-    )
+    return _add_token_pair(conn, settings, account.user_id, family=uuid.uuid4().hex)
 
 
 # --- refresh tokens -----------------------------------------------------------------------
@@ -295,37 +263,67 @@ def _revoke_family(conn: Connection, family: str, now: datetime) -> None:
 
 
 async def log_out(database: Database, settings: Settings, refresh_token: str) -> None:
-    """Revoke one refresh token; a forged, malformed or expired one is refused."""
+    """Revoke one refresh token; a forged, malformed or expired one is refused. A token that
+    was already spent leaked (its successor is in use): its whole family is revoked."""
     claims = _claims(settings, refresh_token, TokenType.refresh, "Invalid or expired refresh token")
     await database.write(_revoke, claims.jti)
 
 
 def _revoke(conn: Connection, jti: str) -> None:
+    now = utcnow()
+    stored = conn.execute(
+        select(RefreshToken.family_id, RefreshToken.spent_at).where(RefreshToken.jti == jti)
+    ).one_or_none()
+    if stored is not None and stored.spent_at is not None:
+        _revoke_family(conn, stored.family_id, now)
+        return
     conn.execute(
         update(RefreshToken)
         .where(RefreshToken.jti == jti, RefreshToken.revoked_at.is_(None))
-        .values(revoked_at=utcnow())
+        .values(revoked_at=now)
     )
 
 
 # --- passwords and users ------------------------------------------------------------------
 
 
-def _password_hash(conn: Connection, user_id: int) -> str | None:
-    return conn.scalar(select(User.password_hash).where(User.id == user_id))
+def _begin_password_check(conn: Connection, settings: Settings, user: UserPublic) -> str:
+    """Count a guess of the user's current password like a login attempt; their hash."""
+    retry_after = throttle.reserve(conn, login_limit(settings), user.email)
+    if retry_after is not None:
+        raise _throttled(retry_after)
+    password_hash = conn.scalar(select(User.password_hash).where(User.id == user.id))
+    assert password_hash is not None  # the user was loaded by this request
+    return password_hash
 
 
-async def change_password(database: Database, user: UserPublic, current: str, new: str) -> None:
-    """Set a new password and revoke every refresh token, after proving the current one."""
-    password_hash = await database.read(_password_hash, user.id)
-    if password_hash is None or not (await security.verify_password(current, password_hash))[0]:
+async def change_password(
+    database: Database, settings: Settings, user: UserPublic, current: str, new: str
+) -> None:
+    """Set a new password and revoke every refresh token, after proving the current one.
+    Wrong current passwords count against the email's login limit."""
+    if passwords.is_personal(new, user.email):
+        raise Unprocessable(
+            "The password must not be the email or its local part",
+            loc=["body", "new_password"],
+            type="password_personal",
+        )
+    password_hash = await database.write(_begin_password_check, settings, user)
+    if not (await security.verify_password(current, password_hash))[0]:
         raise Unauthorized("Current password is incorrect")
     new_hash = await security.hash_password(new)
-    await database.write(_set_password, user.id, new_hash)
+    await database.write(_set_password, settings, user, new_hash)
 
 
-def _set_password(conn: Connection, user_id: int, password_hash: str) -> None:
-    conn.execute(update(User).where(User.id == user_id).values(password_hash=password_hash))
+def _set_password(
+    conn: Connection, settings: Settings, user: UserPublic, password_hash: str
+) -> None:
+    throttle.clear(conn, login_limit(settings), user.email)
+    conn.execute(update(User).where(User.id == user.id).values(password_hash=password_hash))
+    _revoke_all(conn, user.id)
+
+
+def _revoke_all(conn: Connection, user_id: int) -> None:
     conn.execute(
         update(RefreshToken)
         .where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))
@@ -352,6 +350,8 @@ def update_user(
         row = conn.execute(select(*_USER_COLUMNS).where(User.id == user_id)).one_or_none()
     if row is None:
         raise NotFound("User not found")
+    if values.get("is_active") is False:
+        _revoke_all(conn, user_id)  # reactivation does not bring them back
     return _user(row)
 
 

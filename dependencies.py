@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Path, Query, Request
+from fastapi import Depends, Path, Query, Request, Response
 from fastapi.security import OAuth2PasswordBearer
 
 import auth_service
@@ -25,6 +25,15 @@ async def get_database(request: Request) -> Database:
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+async def get_client_address(request: Request) -> str:
+    """The client's address as the server gives it: the connection's peer, or, behind a proxy
+    that uvicorn trusts (FORWARDED_ALLOW_IPS), the address that proxy forwarded."""
+    return request.client.host if request.client else "unknown"
+
+
+ClientAddress = Annotated[str, Depends(get_client_address)]
 # The unit of work: `await database.read(query, ...)` and `await database.write(command, ...)`.
 DatabaseDep = Annotated[Database, Depends(get_database)]
 
@@ -97,3 +106,12 @@ async def page_params(
 
 
 Pagination = Annotated[PageParams, Depends(page_params)]
+
+
+async def no_store(response: Response) -> None:
+    """Token responses must not be cached anywhere (RFC 6749, section 5.1)."""
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Pragma"] = "no-cache"
+
+
+NoStore = Depends(no_store)

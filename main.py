@@ -19,7 +19,7 @@ import product_routes
 import security
 from database import Database, upgrade_to_head
 from dependencies import DatabaseDep
-from middleware import BodySizeLimit, RequestContext
+from middleware import RequestContext, RequestLimits
 from models import MAX_QUANTITY
 from schemas import PASSWORD_MAX, PASSWORD_MIN, Health
 from settings import Settings
@@ -95,8 +95,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_methods=["*"],
             allow_headers=["*"],
         )
-    app.add_middleware(BodySizeLimit)
-    app.add_middleware(RequestContext)  # outermost: every answer gets an id and a log line
+    app.add_middleware(RequestLimits)
+    # RequestContext goes around everything, Starlette's error middleware included, so every
+    # answer, a 500 too, gets an id, the security headers and an access line.
+    build_stack = app.build_middleware_stack
+    app.build_middleware_stack = lambda: RequestContext(build_stack())  # type: ignore[method-assign]
     errors.install(app)
 
     # Routes are matched in the order they were added: the busiest router goes first.
@@ -135,6 +138,7 @@ def fill_descriptions(app: FastAPI, settings: Settings) -> None:
         "access_token_lifetime": _count(settings.access_token_minutes, "minute"),
         "refresh_token_lifetime": _count(settings.refresh_token_days, "day"),
         "login_max_failures": settings.login_max_failures,
+        "signup_max_per_hour": settings.signup_max_per_hour,
         "login_window": (
             _count(window // 60, "minute") if window % 60 == 0 else _count(window, "second")
         ),

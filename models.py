@@ -191,14 +191,15 @@ class RefreshToken(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
-class LoginThrottle(Base):
-    """Failed logins per email in the current window; shared by every worker process."""
+class RateLimitWindow(Base):
+    """Attempts counted against a rate limit (throttle.py) for one key, until the window ends;
+    shared by every worker process."""
 
-    __tablename__ = "login_throttle"
+    __tablename__ = "rate_limit_windows"
 
-    email: Mapped[str] = mapped_column(String(254), primary_key=True)
-    failures: Mapped[int]
-    window_started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    bucket: Mapped[str] = mapped_column(String(300), primary_key=True)  # "login:ada@example.com"
+    attempts: Mapped[int]
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
 
 
 class IdempotencyRecord(Base):

@@ -31,6 +31,7 @@ class Settings(BaseSettings):
     migrate_on_startup: bool = True
     login_max_failures: int = Field(default=5, gt=0)
     login_window_seconds: int = Field(default=15 * 60, gt=0)
+    signup_max_per_hour: int = Field(default=20, gt=0)
     # argon2id; the defaults are OWASP's minimum (19 MiB, 2 passes, 1 lane).
     password_hash_memory_kib: int = Field(default=19 * 1024, ge=8)
     password_hash_time_cost: int = Field(default=2, ge=1)

@@ -54,7 +54,7 @@ def test_writers_of_one_process_take_turns(sqlite_db: Database) -> None:
             inside += 1
             peak = max(peak, inside)
         conn.execute(
-            text("INSERT INTO login_throttle VALUES (:e, 1, '2026-01-01')"),
+            text("INSERT INTO rate_limit_windows VALUES (:e, 1, '2026-01-01')"),
             {"e": f"{n}@example.com"},
         )
         time.sleep(0.02)
@@ -98,7 +98,7 @@ def test_inline_reads_keep_one_connection_until_a_read_fails(sqlite_db: Database
 def _throttle_row(email: str, *, then_fail: bool = False) -> Callable[[Connection], str]:
     def command(conn: Connection) -> str:
         conn.execute(
-            text("INSERT INTO login_throttle VALUES (:email, 1, '2026-01-01 00:00:00')"),
+            text("INSERT INTO rate_limit_windows VALUES (:email, 1, '2026-01-01 00:00:00')"),
             {"email": email},
         )
         if then_fail:
@@ -110,7 +110,7 @@ def _throttle_row(email: str, *, then_fail: bool = False) -> Callable[[Connectio
 
 def _throttled(db: Database) -> set[str]:
     return db.read_sync(
-        lambda conn: set(conn.execute(text("SELECT email FROM login_throttle")).scalars())
+        lambda conn: set(conn.execute(text("SELECT bucket FROM rate_limit_windows")).scalars())
     )
 
 

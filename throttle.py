@@ -1,0 +1,78 @@
+"""Rate limits kept in the database, so they hold across worker processes and machines.
+
+A limit allows `max_attempts` attempts per key (an email, a client address) in a window that
+starts with the key's first attempt. An attempt is reserved, counted in one atomic upsert,
+before the work it guards runs (a password check, a signup), so any number of concurrent
+attempts let at most `max_attempts` through. Windows that have ended are pruned as new
+attempts arrive, so the table holds only the keys tried within their window.
+"""
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import Connection, case, delete, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from models import RateLimitWindow, utcnow
+
+# Ended windows deleted per attempt: bounded work, and far more than attempts add.
+PRUNE_BATCH = 100
+
+
+@dataclass(frozen=True)
+class Limit:
+    name: str
+    max_attempts: int
+    window_seconds: int
+
+    def bucket(self, key: str) -> str:
+        return f"{self.name}:{key}"
+
+
+def reserve(conn: Connection, limit: Limit, key: str) -> int | None:
+    """Count an attempt. None when it is within the limit; otherwise the seconds until the
+    window ends (the attempt is refused, and counted: a window under attack stays closed)."""
+    now = utcnow()
+    ends = now + timedelta(seconds=limit.window_seconds)
+    ended = RateLimitWindow.expires_at <= now
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    upsert = dialect.insert(RateLimitWindow).values(
+        bucket=limit.bucket(key), attempts=1, expires_at=ends
+    )
+    attempts, expires_at = conn.execute(
+        upsert.on_conflict_do_update(
+            index_elements=[RateLimitWindow.bucket],
+            set_={
+                "attempts": case((ended, 1), else_=RateLimitWindow.attempts + 1),
+                "expires_at": case(
+                    (ended, upsert.excluded.expires_at), else_=RateLimitWindow.expires_at
+                ),
+            },
+        ).returning(RateLimitWindow.attempts, RateLimitWindow.expires_at)
+    ).one()
+    _prune(conn, now)
+    if attempts <= limit.max_attempts:
+        return None
+    return seconds_until(expires_at, now)
+
+
+def clear(conn: Connection, limit: Limit, key: str) -> None:
+    """Forget the key's attempts (a successful login clears its failures)."""
+    conn.execute(delete(RateLimitWindow).where(RateLimitWindow.bucket == limit.bucket(key)))
+
+
+def seconds_until(moment: datetime, now: datetime) -> int:
+    return max(1, math.ceil((moment - now).total_seconds()))
+
+
+def _prune(conn: Connection, now: datetime) -> None:
+    # SKIP LOCKED (PostgreSQL; SQLite has one writer anyway): never wait for a row another
+    # attempt holds, which could deadlock with that attempt's own prune.
+    ended = (
+        select(RateLimitWindow.bucket)
+        .where(RateLimitWindow.expires_at <= now)
+        .limit(PRUNE_BATCH)
+        .with_for_update(skip_locked=True)
+    )
+    conn.execute(delete(RateLimitWindow).where(RateLimitWindow.bucket.in_(ended)))
