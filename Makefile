@@ -23,7 +23,7 @@ $(DEV): $(RUNTIME) requirements-dev.txt
 	touch $@
 
 run: $(RUNTIME)
-	$(BIN)/uvicorn main:app --reload --host $(HOST) --port $(PORT) --log-config log_config.json
+	$(BIN)/uvicorn main:app --reload --host $(HOST) --port $(PORT) --log-config log_config.json --no-server-header
 
 test: lint
 	$(BIN)/pytest

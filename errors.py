@@ -183,7 +183,14 @@ def allowed_methods(request: Request) -> list[str]:
     ]
 
 
+async def _internal_error(_request: Request, exc: Exception) -> JSONResponse:
+    # A bug, never an answer to bad input: the traceback goes to the log (uvicorn's
+    # "Exception in ASGI application"), the client gets JSON with the request's id to quote.
+    return JSONResponse({"detail": "Internal server error"}, status_code=500)
+
+
 def install(app: FastAPI) -> None:
+    app.add_exception_handler(Exception, _internal_error)
     app.add_exception_handler(Refusal, _refusal)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

@@ -8,16 +8,22 @@ from typing import Annotated, ClassVar, Generic, Literal, TypeVar
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     EmailStr,
     Field,
+    GetJsonSchemaHandler,
     PlainSerializer,
     Strict,
     StrictBool,
     StringConstraints,
+    WithJsonSchema,
     model_validator,
 )
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
+import passwords
 from models import MAX_ID, MAX_QUANTITY, OrderStatus
 
 MAX_PAGE_SIZE = 100
@@ -67,11 +73,35 @@ def OneLineText(max_length: int) -> type[str]:  # noqa: N802 - reads as a type i
 
 
 Id = Annotated[int, Strict(), Field(gt=0, le=MAX_ID, examples=[1])]
-Email = Annotated[EmailStr, AfterValidator(_lower), Field(examples=["ada@example.com"])]
+
+
+def _nfkc(value: object) -> object:
+    # Compatibility forms (a full-width W, U+FF37) become the plain letters they stand for, so
+    # one address cannot be registered twice in two spellings.
+    return unicodedata.normalize("NFKC", value) if isinstance(value, str) else value
+
+
+# Stored and compared normalised: NFKC, then lower case.
+Email = Annotated[
+    EmailStr,
+    BeforeValidator(_nfkc),
+    AfterValidator(_lower),
+    Field(examples=["ada@example.com"]),
+]
+
+
+def _not_common(value: str) -> str:
+    if passwords.is_common(value):
+        raise ValueError("is one of the most common passwords; choose another")
+    return value
+
+
+# A new password; a login password (below) is only bounded.
 Password = Annotated[
     str,
     StringConstraints(min_length=PASSWORD_MIN, max_length=PASSWORD_MAX),
     AfterValidator(_encodable),
+    AfterValidator(_not_common),
     Field(examples=["correct horse battery"]),
 ]
 # A login password is never checked for strength (old passwords stay valid), only bounded so
@@ -83,10 +113,26 @@ LoginPassword = Annotated[
     Field(examples=["correct horse battery"]),
 ]
 Quantity = Annotated[int, Strict(), Field(ge=1, le=MAX_QUANTITY, examples=[2])]
+PRICE_PATTERN = r"^(0\.(0[1-9]|[1-9][0-9]?)|[1-9][0-9]{0,7}(\.[0-9]{1,2})?)$"
 Price = Annotated[
     Decimal,
-    Field(gt=0, max_digits=10, decimal_places=2, examples=["12.50"]),
+    Field(gt=0, max_digits=10, decimal_places=2),
     AfterValidator(lambda d: d.quantize(Decimal("0.01"))),
+    # What the validator accepts, stated exactly: above zero, at most 8 + 2 digits.
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": PRICE_PATTERN},
+                {
+                    "type": "number",
+                    "exclusiveMinimum": 0,
+                    "maximum": 99999999.99,
+                    "multipleOf": 0.01,
+                },
+            ],
+            "examples": ["12.50"],
+        }
+    ),
 ]
 Description = Annotated[
     str,
@@ -140,6 +186,22 @@ class Patch(Input):
     def changes(self) -> dict[str, object]:
         return self.model_dump(include=self.model_fields_set)
 
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        """The document says what the validator accepts: a field may be omitted, but null only
+        where `nullable` allows it (the `| None` in the annotations is for omission)."""
+        schema = handler.resolve_ref_schema(handler(core_schema))
+        for name, field in schema.get("properties", {}).items():
+            if name in cls.nullable or "anyOf" not in field:
+                continue
+            variants = [v for v in field.pop("anyOf") if v.get("type") != "null"]
+            field.update(variants[0] if len(variants) == 1 else {"anyOf": variants})
+            if field.get("default", ...) is None:
+                del field["default"]
+        return schema
+
 
 class Output(BaseModel):
     model_config = ConfigDict(from_attributes=True)
@@ -162,6 +224,12 @@ class UserCreate(Input):
     name: OneLineText(100) = Field(examples=["Ada Lovelace"])
     email: Email
     password: Password
+
+    @model_validator(mode="after")
+    def _password_is_not_the_email(self) -> "UserCreate":
+        if passwords.is_personal(self.password, self.email):
+            raise ValueError("the password must not be the email or its local part")
+        return self
 
 
 class UserPublic(Output):

@@ -3,6 +3,7 @@
 import asyncio
 import base64
 import json
+import re
 import secrets
 import uuid
 from collections.abc import Callable
@@ -144,9 +145,23 @@ def create_token(
     return jwt.encode(payload, secret_key, algorithm=ALGORITHM), claims
 
 
+# Far more than any token this app issues; anything larger is refused unparsed.
+MAX_TOKEN_CHARS = 2048
+MAX_HEADER_CHARS = 256
+_TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+
+
 def _header(token: str) -> dict[str, Any]:
-    """The token's header, unverified (jose's own reader decodes the whole token to get it)."""
+    """The token's header, unverified (jose's own reader decodes the whole token to get it).
+
+    Size and shape are checked before anything is decoded: a header is a small flat object,
+    and one of deeply nested arrays must not reach the JSON parser's recursion.
+    """
+    if len(token) > MAX_TOKEN_CHARS or not _TOKEN_SHAPE.fullmatch(token):
+        raise ValueError("not a compact JWS")
     segment = token.split(".", 1)[0]
+    if len(segment) > MAX_HEADER_CHARS:
+        raise ValueError("header too large")
     header = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
     if not isinstance(header, dict):
         raise ValueError("header is not an object")
@@ -176,7 +191,7 @@ def decode_token(token: str, *, expected: TokenType, secret_key: str) -> TokenCl
         payload = json.loads(
             jws.verify(token, _verification_key(secret_key), algorithms=[ALGORITHM])
         )
-    except (JOSEError, ValueError, AttributeError) as exc:
+    except (JOSEError, ValueError, AttributeError, RecursionError) as exc:
         raise InvalidToken(str(exc)) from exc
     if not isinstance(payload, dict):
         raise InvalidToken("claims are not an object")
@@ -192,7 +207,10 @@ def decode_token(token: str, *, expected: TokenType, secret_key: str) -> TokenCl
         raise InvalidToken("malformed claims") from exc
     if token_type is not expected:
         raise InvalidToken(f"{token_type} token where {expected} was expected")
-    if not (isinstance(subject, str) and subject.isascii() and subject.isdigit()):
+    # An id has at most 10 digits; int() of thousands of digits raises (or takes time).
+    if not (
+        isinstance(subject, str) and subject.isascii() and subject.isdigit() and len(subject) <= 10
+    ):
         raise InvalidToken("malformed claims")
     user_id = int(subject)
     if not 0 < user_id <= MAX_ID or not isinstance(jti, str):
