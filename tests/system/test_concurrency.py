@@ -83,3 +83,17 @@ def test_login_throttling_holds_across_workers(server: Server) -> None:
     assert response.status_code == 429
     assert 0 < int(response.headers["Retry-After"]) <= 900
     report(f"{backend_of(server.database_url)}: 6th login across 4 workers: 429")
+
+
+def test_a_burst_of_guesses_across_workers_gets_at_most_the_limit_of_401s(server: Server) -> None:
+    server.signup("burst@example.com")
+    wrong = {"email": "burst@example.com", "password": "not the password"}
+    codes = concurrently(
+        [lambda: server.request("POST", "/auth/login", json=wrong).status_code] * 50
+    )
+    assert codes.count(401) <= 5
+    assert codes.count(401) + codes.count(429) == 50
+    report(
+        f"{backend_of(server.database_url)}: 50 concurrent guesses across 4 workers: "
+        f"{codes.count(401)} checked, {codes.count(429)} refused"
+    )
