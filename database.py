@@ -44,6 +44,27 @@ def _is_busy(exc: BaseException) -> bool:
     return code is not None and code & 0xFF == sqlite3.SQLITE_BUSY
 
 
+_WRITES = frozenset({"INSERT", "UPDATE", "DELETE"})
+
+
+class _GuardedCursor(sqlite3.Cursor):
+    """Refuses a write outside a unit of work's write transaction: alone it would not be
+    atomic. Every statement on SQLite, through Core or precompiled, runs on one of these (a
+    guard here rather than an engine listener costs nothing when nobody listens)."""
+
+    def execute(self, sql: str, parameters: object = (), /) -> "sqlite3.Cursor":
+        self._refuse_outside_write_transaction(sql)
+        return super().execute(sql, parameters)  # type: ignore[arg-type]
+
+    def executemany(self, sql: str, parameters: object, /) -> "sqlite3.Cursor":
+        self._refuse_outside_write_transaction(sql)
+        return super().executemany(sql, parameters)  # type: ignore[arg-type]
+
+    def _refuse_outside_write_transaction(self, sql: str) -> None:
+        if sql[:6].upper() in _WRITES and not self.connection.in_write_transaction:  # type: ignore[attr-defined]
+            raise RuntimeError("a write outside Database.write(): it would not be atomic")
+
+
 class _SQLiteConnection(sqlite3.Connection):
     """A connection that holds its process's write lock from BEGIN IMMEDIATE to COMMIT.
 
@@ -88,6 +109,9 @@ class _SQLiteConnection(sqlite3.Connection):
         if self._holding:
             self._holding = False
             self.write_lock.release()
+
+    def cursor(self, factory: type[sqlite3.Cursor] = _GuardedCursor) -> sqlite3.Cursor:  # type: ignore[override]
+        return super().cursor(factory)
 
     def commit(self) -> None:
         try:
@@ -153,24 +177,7 @@ def make_engine(
         if conn.get_execution_options().get(IMMEDIATE, False):
             conn.connection.dbapi_connection.begin_immediate()  # type: ignore[union-attr]
 
-    @event.listens_for(engine, "before_cursor_execute")
-    def _writes_only_in_write_transactions(
-        _conn: Connection, cursor: sqlite3.Cursor, statement: str, *_args: object
-    ) -> None:
-        if statement[:6].upper() in _WRITES:
-            refuse_write_outside_transaction(cursor.connection)
-
     return engine
-
-
-_WRITES = frozenset({"INSERT", "UPDATE", "DELETE"})
-
-
-def refuse_write_outside_transaction(dbapi_connection: object) -> None:
-    """On SQLite, a write must run inside a unit of work's write transaction: alone it would
-    not be atomic."""
-    if not getattr(dbapi_connection, "in_write_transaction", False):
-        raise RuntimeError("a write outside Database.write(): it would not be atomic")
 
 
 class Database:

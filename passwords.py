@@ -7,11 +7,13 @@ sets; they are compared without regard to case.
 
 from functools import cache
 
-from zxcvbn.frequency_lists import FREQUENCY_LISTS
-
 
 @cache
 def _common() -> frozenset[str]:
+    # Imported on first use: the module holds zxcvbn's every word list (about 12 MiB), which
+    # a worker that never checks a new password need not carry.
+    from zxcvbn.frequency_lists import FREQUENCY_LISTS
+
     return frozenset(FREQUENCY_LISTS["passwords"])
 
 

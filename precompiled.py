@@ -9,9 +9,9 @@ itself would apply, so what is stored and what is read are exactly what Core wou
 return.
 
 It is still a statement of the connection it runs on: the engine's `before_cursor_execute`
-and `after_cursor_execute` listeners see it like any other (tracing, metrics, and the write
-guard in database.py, which refuses a write outside `Database.write`). It begins no
-transaction: it runs in whatever the connection is in.
+and `after_cursor_execute` listeners, when there are any, see it like any other (tracing,
+metrics), and it runs on the connection's guarded cursor, which refuses a write outside
+`Database.write`. It begins no transaction: it runs in whatever the connection is in.
 
 Other databases keep Core: behind a network round trip the difference does not show, and
 their drivers' type handling depends on what the server reports.
@@ -122,13 +122,15 @@ def _run(conn: Connection, sql: str, args: list[Any], *, many: bool) -> Any:
     """Execute on the driver's cursor, telling the engine's cursor listeners as Core would
     (without an execution context, which is what this module saves)."""
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    dispatch = conn.dispatch
-    if dispatch.before_cursor_execute:
-        dispatch.before_cursor_execute(conn, cursor, sql, args, None, many)
+    # Listening is rare; asking the dispatcher whether anyone listens costs more than the
+    # engine's own flag does.
+    listened = conn.engine._has_events
+    if listened:
+        conn.dispatch.before_cursor_execute(conn, cursor, sql, args, None, many)
     if many:
         cursor.executemany(sql, args)
     else:
         cursor.execute(sql, args)
-    if dispatch.after_cursor_execute:
-        dispatch.after_cursor_execute(conn, cursor, sql, args, None, many)
+    if listened:
+        conn.dispatch.after_cursor_execute(conn, cursor, sql, args, None, many)
     return cursor

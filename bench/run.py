@@ -36,6 +36,9 @@ REPO = Path(__file__).resolve().parent.parent
 
 SECRET = "bench-secret-key-of-at-least-32-bytes!!"
 EMAIL, PASSWORD = "bench@example.com", "correct horse battery"
+# The login rows log in this many accounts in turn: one account's concurrent attempts are
+# capped at LOGIN_MAX_FAILURES by design (each is counted before its password is checked).
+LOGIN_ACCOUNTS = 64
 ORDERS, PRODUCTS = 1000, 10
 APP_CORE, LOAD_CORE = "0", "1"
 
@@ -65,6 +68,13 @@ def _seed_rows(conn: Connection, password_hash: str) -> None:
         .values(name="Bench", email=EMAIL, password_hash=password_hash)
         .returning(User.id)
     ).scalar_one()
+    conn.execute(
+        insert(User),
+        [
+            {"name": "Login", "email": f"login{n}@example.com", "password_hash": password_hash}
+            for n in range(LOGIN_ACCOUNTS)
+        ],
+    )
     prices = {i: f"{i}.25" for i in range(1, PRODUCTS + 1)}
     product_ids = (
         conn.execute(
@@ -189,6 +199,16 @@ wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.body = '%(body)s'
 """,
+    "login": """
+counter = 0
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+request = function()
+  counter = counter + 1
+  local email = "login" .. (counter %% %(accounts)d) .. "@example.com"
+  return wrk.format(nil, nil, nil, '{"email":"' .. email .. '","password":"%(password)s"}')
+end
+""",
 }
 
 
@@ -246,10 +266,11 @@ def python_load(
     connections: int,
     headers: dict[str, str],
     method: str = "GET",
-    body: str | None = None,
+    bodies: list[str] | None = None,
     paths: list[str] | None = None,
 ) -> Result:
-    """A fallback for machines without wrk: threads with keep-alive connections."""
+    """A fallback for machines without wrk: threads with keep-alive connections; `paths` and
+    `bodies` are used in turn."""
     latencies: list[float] = []
     errors = 0
     lock = threading.Lock()
@@ -261,6 +282,7 @@ def python_load(
             i = offset
             while time.monotonic() < deadline:
                 path = paths[i % len(paths)] if paths else ""
+                body = bodies[i % len(bodies)] if bodies else None
                 i += connections
                 start = time.perf_counter()
                 try:
@@ -336,12 +358,24 @@ def main() -> int:
         ).json()["access_token"]
         auth = {"Authorization": f"Bearer {token}"}
         order_body = '{"items":[{"product_id":1,"quantity":2},{"product_id":2,"quantity":1}]}'
-        login_body = f'{{"email":"{EMAIL}","password":"{PASSWORD}"}}'
+        login_bodies = [
+            f'{{"email":"login{n}@example.com","password":"{PASSWORD}"}}'
+            for n in range(LOGIN_ACCOUNTS)
+        ]
+        values = {
+            "orders": ORDERS,
+            "body": order_body,
+            "accounts": LOGIN_ACCOUNTS,
+            "password": PASSWORD,
+        }
         scripts = {}
-        for key, body in [("order_by_id", None), ("post_order", order_body), ("login", login_body)]:
+        for key, template in [
+            ("order_by_id", LUA["order_by_id"]),
+            ("post_order", LUA["post"]),
+            ("login", LUA["login"]),
+        ]:
             path = workdir / f"{key}.lua"
-            template = LUA["order_by_id"] if body is None else LUA["post"]
-            path.write_text(template % {"orders": ORDERS, "body": body})
+            path.write_text(template % values)
             scripts[key] = str(path)
 
         def load(
@@ -353,7 +387,7 @@ def main() -> int:
             headers: dict[str, str] | None = None,
             conns: int = connections,
             method: str = "GET",
-            body: str | None = None,
+            bodies: list[str] | None = None,
             paths: list[str] | None = None,
         ) -> Result:
             headers = headers or {}
@@ -373,7 +407,7 @@ def main() -> int:
                 connections=conns,
                 headers={**headers, "Content-Type": "application/json"},
                 method=method,
-                body=body,
+                bodies=bodies,
                 paths=paths,
             )
 
@@ -400,7 +434,7 @@ def main() -> int:
                 "/auth/login",
                 script=scripts["login"],
                 method="POST",
-                body=login_body,
+                bodies=login_bodies,
             )
 
         results = {
@@ -417,7 +451,7 @@ def main() -> int:
                 headers=auth,
                 script=scripts["post_order"],
                 method="POST",
-                body=order_body,
+                bodies=[order_body],
             ),
         }
         # Steady state: the worker after serving reads and writes, before any login load.
