@@ -119,7 +119,7 @@ class RequestContext:
             await self.app(scope, receive, send)
             return
         sent = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        # 32 random hex digits, like uuid4().hex without building a UUID object (a tenth the cost).
+        # 32 random hex digits, like uuid4().hex without building a UUID object (far cheaper).
         rid = sent if _VALID_REQUEST_ID.fullmatch(sent) else os.urandom(16).hex()
         token = logs.request_id.set(rid)
         scope.setdefault("state", {})["request_id"] = rid

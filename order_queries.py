@@ -114,8 +114,8 @@ def _assemble(rows: Iterable[Sequence[Any]]) -> list[OrderPublic]:
     """Fold (order, line) rows, ordered by order, into orders with their lines and totals.
 
     Rows are unpacked as tuples and the orders built as plain dicts that pydantic validates
-    in one call: attribute access on rows and a model_construct per object cost five times
-    as much (measured on a page of 20 orders).
+    in one call: attribute access on rows and a model_construct per object cost several
+    times as much (the README's performance section has the figures).
     """
     orders: list[dict] = []
     last_id = None

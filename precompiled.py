@@ -122,15 +122,13 @@ def _run(conn: Connection, sql: str, args: list[Any], *, many: bool) -> Any:
     """Execute on the driver's cursor, telling the engine's cursor listeners as Core would
     (without an execution context, which is what this module saves)."""
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    # Listening is rare; asking the dispatcher whether anyone listens costs more than the
-    # engine's own flag does.
-    listened = conn.engine._has_events
-    if listened:
-        conn.dispatch.before_cursor_execute(conn, cursor, sql, args, None, many)
+    dispatch = conn.dispatch
+    if dispatch.before_cursor_execute:
+        dispatch.before_cursor_execute(conn, cursor, sql, args, None, many)
     if many:
         cursor.executemany(sql, args)
     else:
         cursor.execute(sql, args)
-    if listened:
-        conn.dispatch.after_cursor_execute(conn, cursor, sql, args, None, many)
+    if dispatch.after_cursor_execute:
+        dispatch.after_cursor_execute(conn, cursor, sql, args, None, many)
     return cursor
