@@ -5,8 +5,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
+import manage as manage_module
 from conftest import PASSWORD, login, signup
 
 REPO = Path(__file__).resolve().parent.parent
@@ -119,3 +121,12 @@ def test_openapi_command_writes_the_document(tmp_path: Path) -> None:
     result = manage("sqlite:///unused.db", "openapi", str(target))
     assert result.returncode == 0, result.stderr
     assert '"title": "Orders API"' in target.read_text()
+
+
+def test_help_lists_each_example_on_its_own_line(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        manage_module.main(["--help"])
+    assert exit_info.value.code == 0
+    lines = capsys.readouterr().out.splitlines()
+    examples = [line.strip() for line in lines if line.strip().startswith("python manage.py")]
+    assert [e.split()[2] for e in examples] == ["create-admin", "seed-demo", "openapi"]

@@ -503,6 +503,15 @@ def test_requests_without_idempotency_key_always_create_new_orders(
     assert order_count(client, alice) == 2
 
 
+def test_idempotency_key_is_spelled_one_way_in_every_refusal(
+    client: TestClient, alice: Account, tea: dict
+) -> None:
+    assert create_order(client, alice, [line(tea, 2)], key="k1").status_code == 201
+    reused = create_order(client, alice, [line(tea, 3)], key="k1").json()["detail"][0]["loc"]
+    malformed = create_order(client, alice, [], key="has space").json()["detail"][0]["loc"]
+    assert reused == malformed == ["header", "Idempotency-Key"]
+
+
 @pytest.mark.parametrize("key", ["k" * 256, "has space", "", "tab\tkey"])
 def test_invalid_idempotency_key_is_422(client: TestClient, alice: Account, key: str) -> None:
     response = create_order(client, alice, [], key=key)
