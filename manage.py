@@ -19,6 +19,7 @@ from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import Connection, insert, select
 
 import auth_service
+import passwords
 import security
 from database import Database, upgrade_to_head
 from models import Product, User
@@ -49,6 +50,8 @@ async def _create_admin(db: Database, email: str, name: str, password_source) ->
         if await db.write(auth_service.make_admin, email):
             return f"{email} is now an admin"
         password = TypeAdapter(Password).validate_python(password_source())
+        if passwords.is_personal(password, email):
+            raise ValueError("the password must not be the email or its local part")
         password_hash = await security.hash_password(password)
         await db.write(auth_service.add_admin, name, email, password_hash)
         return f"Created admin {email}"

@@ -130,3 +130,17 @@ def test_help_lists_each_example_on_its_own_line(capsys) -> None:
     lines = capsys.readouterr().out.splitlines()
     examples = [line.strip() for line in lines if line.strip().startswith("python manage.py")]
     assert [e.split()[2] for e in examples] == ["create-admin", "seed-demo", "openapi"]
+
+
+def test_create_admin_refuses_the_email_as_password(database_url: str) -> None:
+    result = manage(
+        database_url,
+        "create-admin",
+        "--email",
+        "root@example.com",
+        "--name",
+        "Root",
+        stdin="root@example.com\n",
+    )
+    assert result.returncode == 2
+    assert "must not be the email" in result.stderr
