@@ -75,23 +75,6 @@ class OfflineRouter:
 
 
 @pytest.fixture
-def page() -> Iterator["Page"]:
-    require_browser()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            context = browser.new_context(viewport={"width": 1280, "height": 900})
-            context.set_default_timeout(TIMEOUT_MS)
-            yield context.new_page()
-        finally:
-            browser.close()
-
-
-@pytest.fixture
 def api_server(tmp_path: Path) -> Iterator[Server]:
     """The real server (one worker is enough for one browser) with a product and a user."""
     with empty_database("sqlite", tmp_path) as url:
@@ -111,6 +94,25 @@ def api_server(tmp_path: Path) -> Iterator[Server]:
         finally:
             server.stop()
         assert server.problems() == []
+
+
+@pytest.fixture
+def page(api_server: Server) -> Iterator["Page"]:
+    """A browser page, started once the server is up: Playwright's sync API runs an event
+    loop in this thread, and the server's set-up (manage.create_admin) runs one of its own."""
+    require_browser()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            context = browser.new_context(viewport={"width": 1280, "height": 900})
+            context.set_default_timeout(TIMEOUT_MS)
+            yield context.new_page()
+        finally:
+            browser.close()
 
 
 def authorize(page: "Page", email: str, password: str) -> None:
