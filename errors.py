@@ -184,8 +184,9 @@ def allowed_methods(request: Request) -> list[str]:
 
 
 async def _internal_error(_request: Request, exc: Exception) -> JSONResponse:
-    # A bug, never an answer to bad input: the traceback goes to the log (uvicorn's
-    # "Exception in ASGI application"), the client gets JSON with the request's id to quote.
+    # A bug, never an answer to bad input: the traceback goes to the log with the request's
+    # id, and the client gets JSON with that id to quote.
+    log.error("unhandled error", exc_info=exc)
     return JSONResponse({"detail": "Internal server error"}, status_code=500)
 
 

@@ -74,6 +74,12 @@ def _sqlite_utc(value: str | None) -> datetime | None:
         return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
+class StockReason(StrEnum):
+    order = "order"  # taken by an order or an added line
+    release = "release"  # given back by a removed line or a cancelled order
+    adjustment = "adjustment"  # an admin's change
+
+
 class OrderStatus(StrEnum):
     pending = "pending"
     cancelled = "cancelled"
@@ -113,13 +119,19 @@ class User(Base):
 
 class Product(Base):
     __tablename__ = "products"
-    __table_args__ = (CheckConstraint("price > 0", name="price_positive"),)
+    __table_args__ = (
+        CheckConstraint("price > 0", name="price_positive"),
+        # The database refuses what no request may cause: stock below zero.
+        CheckConstraint("stock IS NULL OR stock >= 0", name="stock_not_negative"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
     description: Mapped[str | None] = mapped_column(Text)
     price: Mapped[Decimal] = mapped_column(MONEY)
     is_active: Mapped[bool] = mapped_column(default=True)
+    # Units on hand; None: not tracked (never limits an order).
+    stock: Mapped[int | None]
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -175,6 +187,33 @@ class OrderStatusChange(Base):
     to_status: Mapped[OrderStatus] = mapped_column(status_type())
     changed_by: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="RESTRICT"))
     changed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class StockMovement(Base):
+    """One change of a product's stock, written in the transaction that made it: a product's
+    movements add up to its stock (None counting as 0)."""
+
+    __tablename__ = "stock_movements"
+    __table_args__ = (
+        CheckConstraint("delta <> 0", name="delta_not_zero"),
+        CheckConstraint(
+            "reason IN (" + ", ".join(f"'{r.value}'" for r in StockReason) + ")",
+            name="reason_valid",
+        ),
+        Index("ix_stock_movements_product_id_id", "product_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    product_id: Mapped[int] = mapped_column(ForeignKey("products.id", ondelete="RESTRICT"))
+    delta: Mapped[int]
+    reason: Mapped[StockReason] = mapped_column(ChoiceType(StockReason, impl=String(20)))
+    # What an order reserved is read back from its movements when it gives units back.
+    order_id: Mapped[int | None] = mapped_column(
+        ForeignKey("orders.id", ondelete="CASCADE"), index=True
+    )
+    changed_by: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="RESTRICT"))
+    note: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class RefreshToken(Base):

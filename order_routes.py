@@ -29,7 +29,8 @@ IdempotencyKeyHeader = Annotated[
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=OrderPublic,
-    responses={
+    responses=responses(409)
+    | {
         200: {
             "model": OrderPublic,
             "description": "The order first created with this Idempotency-Key",
@@ -52,6 +53,9 @@ async def create_order(
     """Place an order for the caller, `pending`, from products and quantities (1 to
     {max_quantity} each; a product listed twice becomes one line). Prices come from the
     catalogue; the body cannot set them.
+
+    A product whose stock is tracked gives the units from it, in the same transaction: if any
+    has fewer than asked, nothing is written and the answer is 409 naming it.
 
     Send an `Idempotency-Key` to retry safely: the same key and body from the same user
     returns the first order with 200 and `Idempotent-Replayed: true`, even when retries
@@ -99,26 +103,33 @@ async def get_order(order: OwnedOrder) -> OrderPublic:
     response_model=OrderPublic,
     responses=responses(404, 409),
 )
-async def add_item(order: OwnedOrder, body: OrderItemIn, database: DatabaseDep) -> OrderPublic:
+async def add_item(
+    order: OwnedOrder, body: OrderItemIn, user: CurrentUser, database: DatabaseDep
+) -> OrderPublic:
     """Add a product to a pending order. If the product is already in it, that line's quantity
-    grows (to at most {max_quantity}) and keeps its original unit price. The owner or an
-    admin may change an order.
+    grows (to at most {max_quantity}) and keeps its original unit price. The units come from a
+    tracked product's stock (409 when it is short). The owner or an admin may change an
+    order.
     """
-    return await database.write(order_service.add_item, order.id, body.product_id, body.quantity)
+    return await database.write(
+        order_service.add_item, order.id, user, body.product_id, body.quantity
+    )
 
 
 @router.delete(
     "/{order_id}/items/{item_id}", response_model=OrderPublic, responses=responses(404, 409)
 )
-async def remove_item(order: OwnedOrder, item_id: PathId, database: DatabaseDep) -> OrderPublic:
-    """Remove a line from a pending order."""
-    return await database.write(order_service.remove_item, order.id, item_id)
+async def remove_item(
+    order: OwnedOrder, item_id: PathId, user: CurrentUser, database: DatabaseDep
+) -> OrderPublic:
+    """Remove a line from a pending order; a tracked product gets its units back."""
+    return await database.write(order_service.remove_item, order.id, user, item_id)
 
 
 @router.post("/{order_id}/cancel", response_model=OrderPublic, responses=responses(404, 409))
 async def cancel_order(order: OwnedOrder, user: CurrentUser, database: DatabaseDep) -> OrderPublic:
-    """pending → cancelled. Any other status is 409. When requests race to change one order,
-    exactly one wins and the others get 409.
+    """pending → cancelled, giving back the stock the order took. Any other status is 409.
+    When requests race to change one order, exactly one wins and the others get 409.
     """
     return await database.write(order_service.change_status, order.id, user, OrderStatus.cancelled)
 

@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy import BindParameter, Connection, bindparam, delete, exists, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+import inventory
 import order_queries
 from errors import Conflict, Forbidden, NotFound, Unprocessable
 from models import (
@@ -72,9 +73,9 @@ def listed_owner(user: UserPublic, requested: int | None) -> int | None:
 
 
 # Built once: building and hashing a statement costs more than running it.
-_ACTIVE_PRICES = select(Product.id, Product.price).where(
-    Product.id.in_(bindparam("ids", expanding=True)), Product.is_active
-)
+_ACTIVE_PRICES = select(
+    Product.id, Product.price, Product.stock.is_not(None).label("tracked")
+).where(Product.id.in_(bindparam("ids", expanding=True)), Product.is_active)
 
 
 def _bound(*columns: str, **renamed: str) -> dict[str, BindParameter[Any]]:
@@ -148,11 +149,13 @@ def _insert_order(
     idempotency_key: str | None,
     fingerprint: str,
 ) -> int:
-    prices = _active_prices(conn, items)
+    prices, tracked = _active_prices(conn, items)
     now = utcnow()
     ((order_id,),) = _INSERT_ORDER.all(
         conn, {"user_id": user.id, "status": OrderStatus.pending, "now": now}
     )
+    if tracked:
+        inventory.reserve(conn, order_id, user.id, {pid: quantities[pid] for pid in tracked})
     if quantities:
         _INSERT_LINE.execute_many(
             conn,
@@ -190,13 +193,20 @@ def _insert_order(
     return order_id
 
 
-def add_item(conn: Connection, order_id: int, product_id: int, quantity: int) -> OrderPublic:
-    """Add a product to a pending order, or raise the quantity of its existing line."""
+def add_item(
+    conn: Connection, order_id: int, actor: UserPublic, product_id: int, quantity: int
+) -> OrderPublic:
+    """Add a product to a pending order, or raise the quantity of its existing line; the
+    units are taken from a tracked product's stock."""
     _lock_changeable(conn, order_id)
     product = conn.execute(_ACTIVE_PRICES, {"ids": [product_id]}).one_or_none()
     if product is None:
         raise _unavailable(["body", "product_id"], product_id)
     line = conn.execute(_ORDER_LINE, {"order_id": order_id, "product_id": product_id}).first()
+    if line is not None and line.quantity + quantity > MAX_QUANTITY:
+        raise _too_many(["body", "quantity"])
+    if product.tracked:
+        inventory.reserve(conn, order_id, actor.id, {product_id: quantity})
     if line is None:
         _INSERT_LINE.execute(
             conn,
@@ -207,8 +217,6 @@ def add_item(conn: Connection, order_id: int, product_id: int, quantity: int) ->
                 "unit_price": product.price,
             },
         )
-    elif line.quantity + quantity > MAX_QUANTITY:
-        raise _too_many(["body", "quantity"])
     else:
         # The line keeps the unit price it was created with.
         conn.execute(
@@ -219,13 +227,17 @@ def add_item(conn: Connection, order_id: int, product_id: int, quantity: int) ->
     return _read_back(conn, order_id)
 
 
-def remove_item(conn: Connection, order_id: int, item_id: int) -> OrderPublic:
+def remove_item(conn: Connection, order_id: int, actor: UserPublic, item_id: int) -> OrderPublic:
+    """Remove a line from a pending order, giving back the units it took."""
     _lock_changeable(conn, order_id)
-    removed = conn.execute(
-        delete(OrderItem).where(OrderItem.id == item_id, OrderItem.order_id == order_id)
-    ).rowcount
-    if not removed:
+    product_id = conn.scalar(
+        delete(OrderItem)
+        .where(OrderItem.id == item_id, OrderItem.order_id == order_id)
+        .returning(OrderItem.product_id)
+    )
+    if product_id is None:
         raise NotFound("Item not found in this order")
+    inventory.release(conn, order_id, actor.id, product_id)
     return _read_back(conn, order_id)
 
 
@@ -252,6 +264,8 @@ def change_status(
         select(exists().where(OrderItem.order_id == order_id))
     ):
         raise Conflict("An order without items cannot be finished")
+    if target is OrderStatus.cancelled:
+        inventory.release(conn, order_id, actor.id)  # a finished order keeps what it took
 
     _INSERT_CHANGE.execute(
         conn,
@@ -299,14 +313,18 @@ def _merge(items: Sequence[OrderItemIn]) -> dict[int, int]:
     return quantities
 
 
-def _active_prices(conn: Connection, items: Sequence[OrderItemIn]) -> dict[int, Decimal]:
-    """The catalogue price of each product ordered; 422 for one missing or inactive."""
+def _active_prices(
+    conn: Connection, items: Sequence[OrderItemIn]
+) -> tuple[dict[int, Decimal], set[int]]:
+    """The catalogue price of each product ordered, and which of them track their stock; 422
+    for one missing or inactive."""
     ids = {item.product_id for item in items}
-    found = dict(conn.execute(_ACTIVE_PRICES, {"ids": list(ids)}).all()) if ids else {}
+    rows = conn.execute(_ACTIVE_PRICES, {"ids": list(ids)}).all() if ids else []
+    prices = {product_id: price for product_id, price, _ in rows}
     for index, item in enumerate(items):
-        if item.product_id not in found:
+        if item.product_id not in prices:
             raise _unavailable(["body", "items", index, "product_id"], item.product_id)
-    return found
+    return prices, {product_id for product_id, _, tracked in rows if tracked}
 
 
 def _fingerprint(items: Sequence[OrderItemIn]) -> str:

@@ -24,7 +24,7 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
 import passwords
-from models import MAX_ID, MAX_QUANTITY, OrderStatus
+from models import MAX_ID, MAX_QUANTITY, OrderStatus, StockReason
 
 MAX_PAGE_SIZE = 100
 MAX_ORDER_LINES = 100
@@ -290,23 +290,48 @@ class Page(BaseModel, Generic[T]):
 # --- catalogue ------------------------------------------------------------------------------
 
 
+def _integral(value: object) -> object:
+    # JSON Schema's "integer" includes 25.0; strings and booleans stay refused (Strict).
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _non_zero(value: int) -> int:
+    if value == 0:
+        raise ValueError("must not be zero")
+    return value
+
+
+MAX_STOCK = 1_000_000_000
+MAX_STOCK_DELTA = 1_000_000
+Stock = Annotated[
+    int,
+    Strict(),
+    Field(ge=0, le=MAX_STOCK, description="Units on hand; null: not tracked", examples=[25]),
+    BeforeValidator(_integral),
+]
+
+
 class ProductCreate(Input):
-    model_config = example(name="Espresso beans 1 kg", price="12.50", description="Dark roast")
+    model_config = example(
+        name="Espresso beans 1 kg", price="12.50", description="Dark roast", stock=25
+    )
 
     name: OneLineText(200) = Field(examples=["Espresso beans 1 kg"])
     price: Price
     description: Description | None = None
+    stock: Stock | None = None
 
 
 class ProductUpdate(Patch):
     model_config = example(price="13.90")
 
-    nullable: ClassVar[frozenset[str]] = frozenset({"description"})
+    nullable: ClassVar[frozenset[str]] = frozenset({"description", "stock"})
 
     name: OneLineText(200) | None = None
     price: Price | None = None
     description: Description | None = None
     is_active: StrictBool | None = None
+    stock: Stock | None = None
 
 
 class ProductPublic(Output):
@@ -315,6 +340,42 @@ class ProductPublic(Output):
     description: str | None
     price: Money
     is_active: bool
+    stock: int | None
+
+
+class StockAdjustment(Input):
+    model_config = example(delta=-3, note="three bags damaged in transit")
+
+    delta: Annotated[
+        int,
+        Strict(),
+        Field(
+            ge=-MAX_STOCK_DELTA,
+            le=MAX_STOCK_DELTA,
+            description="Units to add (or remove); not 0",
+            json_schema_extra={"not": {"const": 0}},
+        ),
+        BeforeValidator(_integral),
+        AfterValidator(_non_zero),
+    ]
+    note: (
+        Annotated[
+            str,
+            StringConstraints(strip_whitespace=True, max_length=500),
+            AfterValidator(_multi_line),
+        ]
+        | None
+    ) = None
+
+
+class StockMovementPublic(Output):
+    id: int
+    delta: int
+    reason: StockReason
+    order_id: int | None
+    changed_by: int
+    note: str | None
+    created_at: datetime
 
 
 # --- orders ---------------------------------------------------------------------------------

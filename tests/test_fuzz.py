@@ -57,6 +57,7 @@ SEMANTIC_422 = {
     "POST /auth/change-password",
     "POST /product",
     "PATCH /product/{product_id}",
+    "POST /product/{product_id}/stock",
 }
 
 

@@ -17,6 +17,7 @@ def test_admin_creates_a_product(client: TestClient, admin: Account) -> None:
         "description": "Whole beans",
         "price": "12.50",
         "is_active": True,
+        "stock": None,
     }
 
 
