@@ -449,6 +449,17 @@ def main() -> int:
                 bodies=login_bodies,
             )
 
+        def orders(name: str, script: str, body: str) -> Result:
+            return load(
+                name,
+                app.url,
+                "/order",
+                headers=auth,
+                script=scripts[script],
+                method="POST",
+                bodies=[body],
+            )
+
         results = {
             "hello": load("GET /hello (bare FastAPI, plain uvicorn)", hello.url, "/hello"),
             "hello_fast": load(
@@ -456,23 +467,9 @@ def main() -> int:
             ),
             "by_id": reads("GET /order/{id}"),
             "page": load("GET /order (page of 20)", app.url, "/order", headers=auth),
-            "post": load(
-                "POST /order (2 items)",
-                app.url,
-                "/order",
-                headers=auth,
-                script=scripts["post_order"],
-                method="POST",
-                bodies=[order_body],
-            ),
-            "post_tracked": load(
-                "POST /order (2 items, stock tracked)",
-                app.url,
-                "/order",
-                headers=auth,
-                script=scripts["post_tracked"],
-                method="POST",
-                bodies=[tracked_body],
+            "post": orders("POST /order (2 items)", "post_order", order_body),
+            "post_tracked": orders(
+                "POST /order (2 items, stock tracked)", "post_tracked", tracked_body
             ),
         }
         # Steady state: the worker after serving reads and writes, before any login load.
