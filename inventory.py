@@ -14,7 +14,7 @@ from sqlalchemy import Connection, bindparam, func, insert, select, update
 
 from errors import Conflict, NotFound
 from models import Product, StockMovement, StockReason, utcnow
-from schemas import Page, StockMovementPublic
+from schemas import MAX_STOCK, Page, StockMovementPublic
 
 _TAKE = (
     update(Product)
@@ -77,10 +77,15 @@ def record_change(
 
 def adjust(conn: Connection, product_id: int, delta: int, actor_id: int, note: str | None) -> None:
     """Add `delta` to a tracked product's stock, atomically; 404, or 409 when the stock is
-    not tracked or would go below 0."""
+    not tracked or would leave 0..MAX_STOCK."""
     changed = conn.execute(
         update(Product)
-        .where(Product.id == product_id, Product.stock.is_not(None), Product.stock + delta >= 0)
+        .where(
+            Product.id == product_id,
+            Product.stock.is_not(None),
+            Product.stock + delta >= 0,
+            Product.stock + delta <= MAX_STOCK,
+        )
         .values(stock=Product.stock + delta)
     ).rowcount
     if not changed:
@@ -89,7 +94,9 @@ def adjust(conn: Connection, product_id: int, delta: int, actor_id: int, note: s
             raise NotFound("Product not found")
         if exists.stock is None:
             raise Conflict("The stock of this product is not tracked; set its stock first")
-        raise Conflict(f"The stock would go below 0 (it is {exists.stock})")
+        if exists.stock + delta < 0:
+            raise Conflict(f"The stock would go below 0 (it is {exists.stock})")
+        raise Conflict(f"The stock would go above {MAX_STOCK} (it is {exists.stock})")
     _record(conn, [(product_id, delta)], StockReason.adjustment, actor_id, note=note)
 
 

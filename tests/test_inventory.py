@@ -111,6 +111,14 @@ def test_adjustments_that_cannot_apply_are_refused(
     assert stock_of(client, beans["id"]) == 10
 
 
+def test_an_adjustment_past_the_largest_stock_is_409(client: TestClient, admin: Account) -> None:
+    full = product(client, admin, "Full", 1_000_000_000)
+    response = client.post(f"/product/{full['id']}/stock", json={"delta": 1}, headers=admin.headers)
+    assert response.status_code == 409
+    assert "above 1000000000" in response.json()["detail"]
+    assert stock_of(client, full["id"]) == 1_000_000_000
+
+
 def test_adjusting_an_untracked_or_missing_product(
     client: TestClient, admin: Account, tea: dict
 ) -> None:
