@@ -14,23 +14,41 @@ from sqlalchemy import Connection, bindparam, func, insert, select, update
 
 from errors import Conflict, NotFound
 from models import Product, StockMovement, StockReason, utcnow
+from precompiled import Precompiled
 from schemas import MAX_STOCK, Page, StockMovementPublic
 
-_TAKE = (
+# Taking stock runs with every order of a tracked product, so it is precompiled.
+_TAKE = Precompiled(
     update(Product)
     .where(
         Product.id == bindparam("product_id"),
         Product.stock.is_not(None),
         Product.stock >= bindparam("quantity"),
     )
-    .values(stock=Product.stock - bindparam("quantity"))
+    # Precompiled statements get no Python-side defaults: updated_at is given.
+    .values(stock=Product.stock - bindparam("quantity"), updated_at=bindparam("now"))
 )
 _GIVE_BACK = (
     update(Product)
     .where(Product.id == bindparam("product_id"), Product.stock.is_not(None))
     .values(stock=Product.stock + bindparam("quantity"))
 )
-_RECORD = insert(StockMovement)
+_RECORD = Precompiled(
+    insert(StockMovement).values(
+        {
+            column: bindparam(column)
+            for column in (
+                "product_id",
+                "delta",
+                "reason",
+                "order_id",
+                "changed_by",
+                "note",
+                "created_at",
+            )
+        }
+    )
+)
 
 
 def reserve(conn: Connection, order_id: int, actor_id: int, quantities: Mapping[int, int]) -> None:
@@ -38,10 +56,11 @@ def reserve(conn: Connection, order_id: int, actor_id: int, quantities: Mapping[
     nothing and refuse naming the first product that is short (the caller's transaction is
     rolled back)."""
     taken = []
+    now = utcnow()
     for product_id in sorted(quantities):
         quantity = quantities[product_id]
-        params = {"product_id": product_id, "quantity": quantity}
-        if conn.execute(_TAKE, params).rowcount:
+        params = {"product_id": product_id, "quantity": quantity, "now": now}
+        if _TAKE.execute(conn, params):
             taken.append((product_id, -quantity))
         elif _stock(conn, product_id) is not None:  # tracked, and short
             raise Conflict(f"Not enough stock for product {product_id}")
@@ -143,8 +162,8 @@ def _record(
     if not changes:
         return
     now = utcnow()
-    conn.execute(
-        _RECORD,
+    _RECORD.execute_many(
+        conn,
         [
             {
                 "product_id": product_id,

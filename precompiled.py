@@ -80,9 +80,12 @@ class Precompiled:
             raise ValueError("more than one row where at most one was expected")
         return rows[0] if rows else None
 
-    def execute(self, conn: Connection, params: Params) -> None:
-        """A write without RETURNING."""
-        self.execute_many(conn, [params])
+    def execute(self, conn: Connection, params: Params) -> int:
+        """A write without RETURNING, once; the number of rows it matched."""
+        if conn.dialect.name != "sqlite":
+            return conn.execute(self.statement, params).rowcount
+        compiled = self._compiled(conn)
+        return _run(conn, compiled.sql, compiled.args(params), many=False).rowcount
 
     def execute_many(self, conn: Connection, many: Sequence[Params]) -> None:
         """A write without RETURNING, once for each set of parameters."""
