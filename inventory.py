@@ -14,7 +14,7 @@ from sqlalchemy import Connection, bindparam, func, insert, select, update
 
 from errors import Conflict, NotFound
 from models import Product, StockMovement, StockReason, utcnow
-from precompiled import Precompiled
+from precompiled import Precompiled, bound
 from schemas import MAX_STOCK, Page, StockMovementPublic
 
 # Taking stock runs with every order of a tracked product, so it is precompiled.
@@ -35,18 +35,7 @@ _GIVE_BACK = (
 )
 _RECORD = Precompiled(
     insert(StockMovement).values(
-        {
-            column: bindparam(column)
-            for column in (
-                "product_id",
-                "delta",
-                "reason",
-                "order_id",
-                "changed_by",
-                "note",
-                "created_at",
-            )
-        }
+        bound("product_id", "delta", "reason", "order_id", "changed_by", "note", "created_at")
     )
 )
 

@@ -19,9 +19,8 @@ import hashlib
 import json
 from collections.abc import Sequence
 from decimal import Decimal
-from typing import Any
 
-from sqlalchemy import BindParameter, Connection, bindparam, delete, exists, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, exists, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 import inventory
@@ -37,7 +36,7 @@ from models import (
     Product,
     utcnow,
 )
-from precompiled import Precompiled
+from precompiled import Precompiled, bound
 from schemas import OrderItemIn, OrderPublic, UserPublic
 
 TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
@@ -78,26 +77,18 @@ _ACTIVE_PRICES = select(
 ).where(Product.id.in_(bindparam("ids", expanding=True)), Product.is_active)
 
 
-def _bound(*columns: str, **renamed: str) -> dict[str, BindParameter[Any]]:
-    """VALUES for an insert: each column from the parameter of its own name, or of the name
-    given."""
-    return {column: bindparam(column) for column in columns} | {
-        column: bindparam(name) for column, name in renamed.items()
-    }
-
-
 # The writes of every new order are precompiled: through Core they cost most of the request.
 _INSERT_ORDER = Precompiled(
     insert(Order)
-    .values(_bound("user_id", "status", created_at="now", updated_at="now"))
+    .values(bound("user_id", "status", created_at="now", updated_at="now"))
     .returning(Order.id)
 )
 _INSERT_LINE = Precompiled(
-    insert(OrderItem).values(_bound("order_id", "product_id", "quantity", "unit_price"))
+    insert(OrderItem).values(bound("order_id", "product_id", "quantity", "unit_price"))
 )
 _INSERT_CHANGE = Precompiled(
     insert(OrderStatusChange).values(
-        _bound("order_id", "from_status", "to_status", "changed_by", changed_at="now")
+        bound("order_id", "from_status", "to_status", "changed_by", changed_at="now")
     )
 )
 _INSERT_KEY = insert(IdempotencyRecord)

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Select
+from sqlalchemy import BindParameter, Connection, Select, bindparam
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.dml import UpdateBase
 
@@ -42,6 +42,15 @@ class _Compiled:
             value = params.get(name, default)
             args.append(value if to_driver is None else to_driver(value))
         return args
+
+
+def bound(*columns: str, **renamed: str) -> dict[str, BindParameter[Any]]:
+    """VALUES for a precompiled write: each column from the parameter of its own name, or of
+    the name given (precompiled statements get no Python-side defaults, so every value is a
+    parameter)."""
+    return {column: bindparam(column) for column in columns} | {
+        column: bindparam(name) for column, name in renamed.items()
+    }
 
 
 class Precompiled:
