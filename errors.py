@@ -204,7 +204,9 @@ _DESCRIPTIONS = {
     403: "Not allowed for this user",
     404: "Not found",
     409: "Conflicts with the current state",
-    429: "Too many failed attempts; see Retry-After",
+    413: "Request body larger than 1 MiB",
+    429: "Too many attempts; see Retry-After",
+    431: "Request headers larger than 64 KiB in all",
     503: "The database is unreachable",
 }
 

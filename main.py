@@ -35,7 +35,7 @@ and your password. Every call below then carries your token.
 - Orders move from `pending` to `cancelled` or `finished`, never back; only pending orders
   change. You see and change your own orders; admins see and change everyone's.
 - Money is a decimal string with two places (`"12.50"`), priced by the catalogue.
-- Errors are JSON with a `detail`: a sentence for 401/403/404/409/413/429, FastAPI's list of
+- Errors are JSON with a `detail`: a sentence for 401/403/404/409/413/429/431, FastAPI's list of
   problems for 422. Every response carries an `X-Request-ID` to quote in a bug report.
 """
 
@@ -84,6 +84,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_tags=TAGS,
         lifespan=lifespan,
         generate_unique_id_function=operation_id,
+        # RequestLimits answers these for any operation, before it is routed.
+        responses=errors.responses(413, 431),
     )
     app.state.settings = settings
     app.state.db = Database(settings)

@@ -54,7 +54,7 @@ def reserve(conn: Connection, limit: Limit, key: str) -> int | None:
     _prune(conn, now)
     if attempts <= limit.max_attempts:
         return None
-    return seconds_until(expires_at, now)
+    return _seconds_until(expires_at, now)
 
 
 def clear(conn: Connection, limit: Limit, key: str) -> None:
@@ -62,7 +62,7 @@ def clear(conn: Connection, limit: Limit, key: str) -> None:
     conn.execute(delete(RateLimitWindow).where(RateLimitWindow.bucket == limit.bucket(key)))
 
 
-def seconds_until(moment: datetime, now: datetime) -> int:
+def _seconds_until(moment: datetime, now: datetime) -> int:
     return max(1, math.ceil((moment - now).total_seconds()))
 
 

@@ -45,3 +45,12 @@ def test_protected_operations_document_401_and_request_examples(client: TestClie
     schemas = spec["components"]["schemas"]
     for name in ("UserCreate", "LoginRequest", "OrderCreate", "ProductCreate"):
         assert schemas[name]["examples"], name
+
+
+def test_every_operation_documents_the_limits_answered_before_routing(
+    client: TestClient,
+) -> None:
+    spec = client.get("/openapi.json").json()
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            assert {"413", "431"} <= set(operation["responses"]), f"{method} {path}"
