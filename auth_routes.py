@@ -2,10 +2,11 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Response, status
+from fastapi import APIRouter, BackgroundTasks, Form, Response, status
 from pydantic import ConfigDict, Field
 
 import auth_service
+import password_reset
 from dependencies import (
     AdminUser,
     ClientAddress,
@@ -22,8 +23,11 @@ from schemas import (
     Input,
     LoginPassword,
     LoginRequest,
+    Notice,
     Page,
     PasswordChange,
+    PasswordResetConfirm,
+    PasswordResetRequest,
     RefreshRequest,
     TokenPair,
     UserCreate,
@@ -141,6 +145,49 @@ async def change_password(
     await auth_service.change_password(
         database, settings, user, body.current_password, body.new_password
     )
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post(
+    "/password-reset",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=Notice,
+    responses=responses(429),
+)
+async def request_password_reset(
+    body: PasswordResetRequest,
+    database: DatabaseDep,
+    settings: SettingsDep,
+    address: ClientAddress,
+    background: BackgroundTasks,
+) -> Notice:
+    """Ask for a password reset email. The answer is the same, and comes as fast, whether or
+    not the email has an account; when it has an active one, a message with a reset token
+    and a link goes to it after the answer. The token works once, for
+    {password_reset_lifetime}, and only the newest one requested works.
+
+    At most {password_reset_max_per_hour} requests per hour for one email, and as many from
+    one client address; past that, 429 with `Retry-After`.
+    """
+    await password_reset.request_reset(database, settings, body.email, address)
+    background.add_task(password_reset.send_reset_email, database, settings, body.email)
+    return Notice(detail=password_reset.REQUESTED)
+
+
+@router.post(
+    "/password-reset/confirm",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=responses(400),
+)
+async def confirm_password_reset(
+    body: PasswordResetConfirm, database: DatabaseDep, settings: SettingsDep
+) -> Response:
+    """Set a new password ({password_min} to {password_max} characters, not a common one, not
+    the email) with the token from a password reset email. The token is spent; every
+    refresh token of the account is revoked and its failed logins are forgotten. An unknown,
+    expired, used or replaced token is 400.
+    """
+    await password_reset.confirm_reset(database, settings, body.token, body.new_password)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

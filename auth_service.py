@@ -9,7 +9,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, bindparam, func, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 import passwords
@@ -17,7 +17,7 @@ import security
 import throttle
 from database import Database
 from errors import Conflict, Forbidden, NotFound, TooManyRequests, Unauthorized, Unprocessable
-from models import RefreshToken, User, utcnow
+from models import PasswordResetToken, RefreshToken, User, utcnow
 from precompiled import Precompiled
 from schemas import TokenPair, UserCreate, UserPublic, UserUpdate
 from security import InvalidToken, TokenClaims, TokenType
@@ -297,30 +297,38 @@ def _begin_password_check(conn: Connection, settings: Settings, user: UserPublic
     return password_hash
 
 
-async def change_password(
-    database: Database, settings: Settings, user: UserPublic, current: str, new: str
-) -> None:
-    """Set a new password and revoke every refresh token, after proving the current one.
-    Wrong current passwords count against the email's login limit."""
-    if passwords.is_personal(new, user.email):
+def refuse_personal(new_password: str, email: str) -> None:
+    """A new password (the body's `new_password`) must not be the account's email."""
+    if passwords.is_personal(new_password, email):
         raise Unprocessable(
             "The password must not be the email or its local part",
             loc=["body", "new_password"],
             type="password_personal",
         )
+
+
+async def change_password(
+    database: Database, settings: Settings, user: UserPublic, current: str, new: str
+) -> None:
+    """Set a new password and revoke every refresh token, after proving the current one.
+    Wrong current passwords count against the email's login limit."""
+    refuse_personal(new, user.email)
     password_hash = await database.write(_begin_password_check, settings, user)
     if not (await security.verify_password(current, password_hash))[0]:
         raise Unauthorized("Current password is incorrect")
     new_hash = await security.hash_password(new)
-    await database.write(_set_password, settings, user, new_hash)
+    await database.write(set_password, settings, user.id, user.email, new_hash)
 
 
-def _set_password(
-    conn: Connection, settings: Settings, user: UserPublic, password_hash: str
+def set_password(
+    conn: Connection, settings: Settings, user_id: int, email: str, password_hash: str
 ) -> None:
-    throttle.clear(conn, login_limit(settings), user.email)
-    conn.execute(update(User).where(User.id == user.id).values(password_hash=password_hash))
-    _revoke_all(conn, user.id)
+    """Store a new password hash. Every refresh token of the user is revoked, a pending
+    password reset token is void, and the email's failed logins are forgotten."""
+    throttle.clear(conn, login_limit(settings), email)
+    conn.execute(update(User).where(User.id == user_id).values(password_hash=password_hash))
+    conn.execute(delete(PasswordResetToken).where(PasswordResetToken.user_id == user_id))
+    _revoke_all(conn, user_id)
 
 
 def _revoke_all(conn: Connection, user_id: int) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy_utils import ChoiceType
@@ -310,6 +311,13 @@ class Database:
             conn.close()
         self._kept_connections.clear()
         self.engine.dispose()
+
+
+def upsert(conn: Connection, table: type) -> "postgresql.Insert | sqlite.Insert":
+    """An INSERT that can say what to do on a conflict (`on_conflict_do_update`), in the
+    dialect of the connection's database: PostgreSQL's and SQLite's share the form."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table)
 
 
 def _in_write_transaction(

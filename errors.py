@@ -37,6 +37,10 @@ class Refusal(Exception):
         return {}
 
 
+class BadRequest(Refusal):
+    """Well-formed, but it names something that cannot be used (a spent or expired token)."""
+
+
 class Unauthorized(Refusal):
     """No valid credentials: a missing, invalid or expired token, or a wrong password."""
 
@@ -200,6 +204,7 @@ def install(app: FastAPI) -> None:
 
 
 _DESCRIPTIONS = {
+    400: "Invalid, expired or already used token",
     401: "Missing, invalid or expired credentials",
     403: "Not allowed for this user",
     404: "Not found",

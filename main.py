@@ -43,7 +43,8 @@ TAGS = [
     {
         "name": "auth",
         "description": "Accounts and tokens: sign up, log in (JSON or the OAuth2 form), rotate "
-        "and revoke refresh tokens, change the password; admins manage users.",
+        "and revoke refresh tokens, change or reset the password (by email); admins manage "
+        "users.",
     },
     {
         "name": "product",
@@ -141,6 +142,8 @@ def fill_descriptions(app: FastAPI, settings: Settings) -> None:
         "refresh_token_lifetime": _count(settings.refresh_token_days, "day"),
         "login_max_failures": settings.login_max_failures,
         "signup_max_per_hour": settings.signup_max_per_hour,
+        "password_reset_max_per_hour": settings.password_reset_max_per_hour,
+        "password_reset_lifetime": _count(settings.password_reset_minutes, "minute"),
         "login_window": (
             _count(window // 60, "minute") if window % 60 == 0 else _count(window, "second")
         ),

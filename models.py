@@ -230,6 +230,20 @@ class RefreshToken(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
+class PasswordResetToken(Base):
+    """The one live password reset token of a user: a new request replaces it (so the older
+    token stops working), using it deletes it. Only its SHA-256 is kept."""
+
+    __tablename__ = "password_reset_tokens"
+
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class RateLimitWindow(Base):
     """Attempts counted against a rate limit (throttle.py) for one key, until the window ends;
     shared by every worker process."""

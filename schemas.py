@@ -277,6 +277,29 @@ class PasswordChange(Input):
     new_password: Password
 
 
+class PasswordResetRequest(Input):
+    model_config = example(email="ada@example.com")
+
+    email: Email
+
+
+class PasswordResetConfirm(Input):
+    model_config = example(
+        token="Jq3...the token from the email", new_password="a new long passphrase"
+    )
+
+    token: Annotated[str, StringConstraints(min_length=1, max_length=256)] = Field(
+        description="The token from the password reset email"
+    )
+    new_password: Password
+
+
+class Notice(BaseModel):
+    """An answer that is a sentence, such as "a message is on its way"."""
+
+    detail: str
+
+
 T = TypeVar("T")
 
 

@@ -6,12 +6,14 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal, Self
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 BASE_DIR = Path(__file__).resolve().parent
 DEV_SECRET_FILE = BASE_DIR / ".secret_key"
 MIN_SECRET_BYTES = 32
+DEV_RESET_URL = "http://127.0.0.1:8000/docs#/auth/auth-confirm-password-reset?token={token}"
+DEV_SENDER = "Orders API <orders@localhost>"
 
 
 class Environment(StrEnum):
@@ -42,6 +44,18 @@ class Settings(BaseSettings):
     )
     db_pool_size: int = Field(default=10, gt=0)
     sqlite_busy_timeout_ms: int = Field(default=30_000, ge=0)
+    # Password reset by email. With no SMTP_HOST (development only) messages go to the log.
+    password_reset_minutes: int = Field(default=30, gt=0)
+    password_reset_max_per_hour: int = Field(default=5, gt=0)
+    # Where the emailed link leads (your front end's page); `{token}` is replaced by the token.
+    password_reset_url: str | None = None
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=587, gt=0, le=65535)
+    smtp_user: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = True
+    smtp_timeout_seconds: float = Field(default=10, gt=0)
+    email_from: str | None = None
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
 
@@ -52,6 +66,15 @@ class Settings(BaseSettings):
         if isinstance(origins, str):
             data["cors_origins"] = [o.strip() for o in origins.split(",") if o.strip()]
         return data
+
+    @field_validator("password_reset_url")
+    @classmethod
+    def _reset_url_has_a_token(cls, url: str | None) -> str | None:
+        if url is not None and (
+            "{token}" not in url or not url.startswith(("http://", "https://"))
+        ):
+            raise ValueError("PASSWORD_RESET_URL must be an http(s) URL containing {token}")
+        return url
 
     @model_validator(mode="after")
     def _hash_memory_covers_its_lanes(self) -> Self:
@@ -69,6 +92,29 @@ class Settings(BaseSettings):
         elif not self.secret_key:
             self.secret_key = dev_secret_key()
         return self
+
+    @model_validator(mode="after")
+    def _mail_is_configured_in_production(self) -> Self:
+        if self.environment is Environment.production:
+            missing = [
+                name.upper()
+                for name in ("smtp_host", "email_from", "password_reset_url")
+                if not getattr(self, name)
+            ]
+            if missing:
+                raise ValueError(
+                    f"{', '.join(missing)} must be set in production (password reset emails)"
+                )
+        return self
+
+    @property
+    def reset_link_template(self) -> str:
+        """The emailed link; in development, by default, Swagger's page of the confirm route."""
+        return self.password_reset_url or DEV_RESET_URL
+
+    @property
+    def sender(self) -> str:
+        return self.email_from or DEV_SENDER
 
 
 def dev_secret_key(path: Path = DEV_SECRET_FILE) -> str:

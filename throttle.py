@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, case, delete, select
-from sqlalchemy.dialects import postgresql, sqlite
 
+from database import upsert as upsert_into
 from models import RateLimitWindow, utcnow
 
 # Ended windows deleted per attempt: bounded work, and far more than attempts add.
@@ -36,8 +36,7 @@ def reserve(conn: Connection, limit: Limit, key: str) -> int | None:
     now = utcnow()
     ends = now + timedelta(seconds=limit.window_seconds)
     ended = RateLimitWindow.expires_at <= now
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    upsert = dialect.insert(RateLimitWindow).values(
+    upsert = upsert_into(conn, RateLimitWindow).values(
         bucket=limit.bucket(key), attempts=1, expires_at=ends
     )
     attempts, expires_at = conn.execute(

@@ -348,7 +348,15 @@ def main() -> int:
     print(f"seeding {ORDERS} orders x 3 items ...", flush=True)
     seed(url)
 
-    env = {"DATABASE_URL": url, "SECRET_KEY": SECRET, "ENVIRONMENT": "production"}
+    env = {
+        "DATABASE_URL": url,
+        "SECRET_KEY": SECRET,
+        "ENVIRONMENT": "production",
+        # Production needs mail settings to start; the bench asks for no reset emails.
+        "SMTP_HOST": "127.0.0.1",
+        "EMAIL_FROM": "bench@example.com",
+        "PASSWORD_RESET_URL": "https://shop.example.com/reset?token={token}",
+    }
     app = Server("main:app", REPO, env, workdir / "app.log")
     # Two yardsticks: a bare FastAPI hello on plain uvicorn (h11, asyncio), the stack the
     # first targets were calibrated on, and the same hello on the app's own server stack

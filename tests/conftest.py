@@ -1,6 +1,7 @@
 """Fixtures: a fresh, migrated database per test, on SQLite and (when TEST_DATABASE_URL is
 set) on PostgreSQL, and clients that get their tokens from the real login route."""
 
+import logging
 import os
 import shutil
 import uuid
@@ -17,6 +18,7 @@ from sqlalchemy.engine import make_url
 
 os.environ.setdefault("SECRET_KEY", "test-only-secret-key-of-at-least-32-bytes")
 
+import logs
 from database import Database, upgrade_to_head
 from main import create_app
 from models import Base, User
@@ -209,3 +211,23 @@ def products(client: TestClient, admin: Account) -> list[dict]:
         assert response.status_code == 201, response.text
         created.append(response.json())
     return created
+
+
+@pytest.fixture
+def log_lines() -> list[str]:
+    """Every record any logger emits during the test, formatted as production formats it."""
+    lines: list[str] = []
+    formatter = logs.JsonFormatter()
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(formatter.format(record))
+
+    handler = Collect(level=logging.DEBUG)
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    yield lines
+    root.removeHandler(handler)
+    root.setLevel(old_level)

@@ -55,6 +55,8 @@ SEMANTIC_422 = {
     "POST /auth/login",
     "POST /auth/login-form",
     "POST /auth/change-password",
+    "POST /auth/password-reset",
+    "POST /auth/password-reset/confirm",
     "POST /product",
     "PATCH /product/{product_id}",
     "POST /product/{product_id}/stock",

@@ -24,26 +24,6 @@ from middleware import RequestContext
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def log_lines() -> list[str]:
-    """Every record any logger emits during the test, formatted as production formats it."""
-    lines: list[str] = []
-    formatter = logs.JsonFormatter()
-
-    class Collect(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            lines.append(formatter.format(record))
-
-    handler = Collect(level=logging.DEBUG)
-    root = logging.getLogger()
-    old_level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG)
-    yield lines
-    root.removeHandler(handler)
-    root.setLevel(old_level)
-
-
 def access_entries(lines: list[str]) -> list[dict]:
     entries = [json.loads(line) for line in lines]
     return [e for e in entries if e["logger"] == "orders.access"]

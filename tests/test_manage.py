@@ -109,6 +109,9 @@ def test_seed_demo_refuses_production(database_url: str) -> None:
             "DATABASE_URL": env_url,
             "ENVIRONMENT": "production",
             "SECRET_KEY": "p" * 32,
+            "SMTP_HOST": "smtp.example.com",
+            "EMAIL_FROM": "no-reply@example.com",
+            "PASSWORD_RESET_URL": "https://shop.example.com/reset?token={token}",
         },
         timeout=60,
     )

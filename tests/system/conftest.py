@@ -33,8 +33,15 @@ def free_port() -> int:
 class Server:
     """`uvicorn main:app --workers N` in its own process group, logging to a file."""
 
-    def __init__(self, database_url: str, log_path: Path, workers: int = WORKERS) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        log_path: Path,
+        workers: int = WORKERS,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.database_url = database_url
+        self.env = env or {}
         self.log_path = log_path
         self.workers = workers
         self.port = free_port()
@@ -48,6 +55,7 @@ class Server:
             "DATABASE_URL": self.database_url,
             "SECRET_KEY": TEST_SECRET,
             "LOG_LEVEL": "INFO",
+            **self.env,
         }
         command = [sys.executable, "-m", "uvicorn", "main:app", "--port", str(self.port)]
         command += ["--workers", str(self.workers)]
