@@ -82,7 +82,7 @@ class _Authenticator:
 
     def __call__(self, _server, _session, _envelope, _mechanism, data) -> AuthResult:
         ok = isinstance(data, LoginPassword) and (data.login, data.password) == self.expected
-        return AuthResult(success=ok)
+        return AuthResult(success=ok, handled=False)
 
 
 def self_signed_certificate(directory: Path) -> tuple[Path, Path]:

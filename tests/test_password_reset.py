@@ -351,6 +351,7 @@ def test_starttls_and_login_against_a_server_that_requires_both(
     settings: Settings,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    log_lines: list[str],
 ) -> None:
     cert, key = self_signed_certificate(tmp_path)
     server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -375,6 +376,7 @@ def test_starttls_and_login_against_a_server_that_requires_both(
         client.app.state.settings = secure.model_copy(update={"smtp_password": SecretStr("wrong")})
         ask(client, alice.email)
         assert len(inbox.messages) == 1
+    assert any("could not be sent: SMTPAuthenticationError" in line for line in log_lines)
 
 
 def test_an_untrusted_certificate_is_refused(
