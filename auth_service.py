@@ -359,7 +359,9 @@ def update_user(
     if row is None:
         raise NotFound("User not found")
     if values.get("is_active") is False:
-        _revoke_all(conn, user_id)  # reactivation does not bring them back
+        # Reactivation brings back neither the sessions nor a pending password reset.
+        _revoke_all(conn, user_id)
+        conn.execute(delete(PasswordResetToken).where(PasswordResetToken.user_id == user_id))
     return _user(row)
 
 

@@ -107,17 +107,22 @@ async def send_reset_email(database: Database, settings: Settings, email: str) -
         return
     if issued is None:
         return
-    message = mail.compose(
-        settings,
-        to=issued.email,
-        subject="Reset your password",
-        template="password_reset",
-        name=issued.name,
-        link=settings.reset_link_template.replace("{token}", issued.token),
-        token=issued.token,
-        minutes=settings.password_reset_minutes,
-    )
-    await mail.send(settings, message, about=f"password reset for user {issued.user_id}")
+    about = f"password reset for user {issued.user_id}"
+    try:
+        message = mail.compose(
+            settings,
+            to=issued.email,
+            subject="Reset your password",
+            template="password_reset",
+            name=issued.name,
+            link=settings.reset_link_template.replace("{token}", issued.token),
+            token=issued.token,
+            minutes=settings.password_reset_minutes,
+        )
+    except Exception as exc:  # an edited template that does not render, say
+        log.error("Email (%s) could not be composed: %s: %s", about, type(exc).__name__, exc)
+        return
+    await mail.send(settings, message, about=about)
 
 
 # --- using a token ------------------------------------------------------------------------

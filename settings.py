@@ -12,7 +12,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 BASE_DIR = Path(__file__).resolve().parent
 DEV_SECRET_FILE = BASE_DIR / ".secret_key"
 MIN_SECRET_BYTES = 32
-DEV_RESET_URL = "http://127.0.0.1:8000/docs#/auth/auth-confirm-password-reset?token={token}"
+# Swagger's page of the confirm route (the token rides in the query, which Swagger ignores).
+DEV_RESET_URL = "http://127.0.0.1:8000/docs?token={token}#/auth/auth-confirm-password-reset"
 DEV_SENDER = "Orders API <orders@localhost>"
 
 

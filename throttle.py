@@ -32,7 +32,9 @@ class Limit:
 
 def reserve(conn: Connection, limit: Limit, key: str) -> int | None:
     """Count an attempt. None when it is within the limit; otherwise the seconds until the
-    window ends (the attempt is refused, and counted: a window under attack stays closed)."""
+    window ends. A caller that refuses the attempt raises, and its transaction's rollback
+    takes the count back: that changes nothing, since a window ends a fixed time after its
+    first attempt, however many come after."""
     now = utcnow()
     ends = now + timedelta(seconds=limit.window_seconds)
     ended = RateLimitWindow.expires_at <= now

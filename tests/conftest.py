@@ -5,7 +5,7 @@ import logging
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,17 +98,37 @@ def migrated_template(
         yield url
 
 
+@pytest.fixture(scope="session")
+def empty_tables(migrated_template: str) -> Iterator[Callable[[], None]]:
+    """Empty every table of the PostgreSQL template and restart its ids at 1. DELETE and
+    setval cost about a millisecond where TRUNCATE took a dozen, on every test."""
+    engine = create_engine(migrated_template)
+    with engine.connect() as conn:
+        sequences = conn.scalars(
+            text(
+                "SELECT sequence_name FROM information_schema.sequences"
+                " WHERE sequence_schema = current_schema()"
+            )
+        ).all()
+    statements = [f'DELETE FROM "{t.name}"' for t in reversed(Base.metadata.sorted_tables)]
+    statements.append("SELECT " + ", ".join(f"setval('{s}', 1, false)" for s in sequences))
+    reset = text("; ".join(statements))
+
+    def empty() -> None:
+        with engine.begin() as conn:
+            conn.execute(reset)
+
+    yield empty
+    engine.dispose()
+
+
 @pytest.fixture
-def database_url(migrated_template: str, tmp_path: Path) -> str:
+def database_url(migrated_template: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
     if migrated_template.startswith("sqlite"):
         copy = tmp_path / "test.db"
         shutil.copyfile(make_url(migrated_template).database, copy)
         return f"sqlite:///{copy}"
-    engine = create_engine(migrated_template)
-    tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
-    with engine.begin() as conn:
-        conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
-    engine.dispose()
+    request.getfixturevalue("empty_tables")()
     return migrated_template
 
 

@@ -116,6 +116,31 @@ def test_a_deactivated_account_gets_no_email_and_its_token_stops_working(
     assert confirm(client, token) == 400
     ask(client, alice.email)
     assert len(smtp.messages) == 1
+    # Reactivation does not bring the token back.
+    reactivate = {"is_active": True}
+    response = client.patch(f"/auth/users/{alice.id}", json=reactivate, headers=admin.headers)
+    assert response.status_code == 200
+    assert confirm(client, token) == 400
+
+
+def test_a_template_that_does_not_render_fails_nothing(
+    client: TestClient,
+    alice: Account,
+    smtp: Inbox,
+    log_lines: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import jinja2
+
+    import mail
+
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise jinja2.UndefinedError("'shop' is undefined")
+
+    monkeypatch.setattr(mail, "compose", broken)
+    ask(client, alice.email)
+    assert smtp.messages == []
+    assert any("could not be composed: UndefinedError" in line for line in log_lines)
 
 
 def test_a_newer_request_replaces_the_older_token(
@@ -341,7 +366,8 @@ def test_without_smtp_host_development_writes_the_message_to_the_log(
     [logged] = [line for line in log_lines if "written here instead of sent" in line]
     assert "alice@example.com" in logged
     # The default link opens the confirm route in this server's /docs; the token follows it.
-    token = logged.split("auth-confirm-password-reset?token=")[1].split("\\n")[0]
+    link = "http://127.0.0.1:8000/docs?token="
+    token = logged.split(link)[1].split("#/auth/auth-confirm-password-reset")[0]
     assert confirm(client, token) == 204
 
 

@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx2
@@ -118,20 +119,26 @@ def concurrently(calls: list[Callable[[], object]]) -> list:
         return list(pool.map(lambda call: call(), calls))
 
 
+def _prepare(url: str) -> None:
+    """Migrate, and add the admin (admin@example.com)."""
+    upgrade_to_head(url)
+    settings = Settings(_env_file=None, database_url=url, secret_key=TEST_SECRET)
+    create_admin(settings, "admin@example.com", "Admin", password_source=lambda: PASSWORD)
+
+
 @pytest.fixture(params=BACKENDS)
 def system_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A migrated database holding an admin (admin@example.com)."""
     with empty_database(request.param, tmp_path) as url:
-        upgrade_to_head(url)
-        settings = Settings(_env_file=None, database_url=url, secret_key=TEST_SECRET)
-        create_admin(settings, "admin@example.com", "Admin", password_source=lambda: PASSWORD)
+        _prepare(url)
         yield url
 
 
-@pytest.fixture
-def server(system_database: str, tmp_path: Path) -> Iterator[Server]:
-    """A running 4-worker server with an admin and two products (ids 1 and 2)."""
-    running = Server(system_database, tmp_path / "server.log").start()
+@contextmanager
+def _serving(url: str, log_path: Path, env: dict[str, str] | None = None) -> Iterator[Server]:
+    """A running 4-worker server with two products (ids 1 and 2), and no 5xx in its log once
+    it stops."""
+    running = Server(url, log_path, env=env).start()
     try:
         admin = running.login("admin@example.com")
         for name, price in [("Coffee", "12.50"), ("Tea", "3.99")]:
@@ -142,3 +149,25 @@ def server(system_database: str, tmp_path: Path) -> Iterator[Server]:
     finally:
         running.stop()
     assert running.problems() == []
+
+
+@pytest.fixture
+def server(system_database: str, tmp_path: Path) -> Iterator[Server]:
+    """A server of the test's own, on a database of its own."""
+    with _serving(system_database, tmp_path / "server.log") as running:
+        yield running
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def shared_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """One server for the tests that keep out of each other's way: each signs up users of its
+    own and counts only what it made. Starting 4 workers costs seconds; the signup limit is
+    raised since those tests together sign up many users from one address."""
+    directory = tmp_path_factory.mktemp("shared-server")
+    with empty_database(request.param, directory) as url:
+        _prepare(url)
+        env = {"SIGNUP_MAX_PER_HOUR": "1000"}
+        with _serving(url, directory / "server.log", env) as running:
+            yield running

@@ -52,6 +52,12 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             del sys.modules[name]
 
 
+@pytest.fixture
+def server(shared_server: Server) -> Server:
+    """The tests of this module share one server (see shared_server)."""
+    return shared_server
+
+
 def generated_module(name: str) -> ModuleType:
     return importlib.import_module(f"{PACKAGE}.{name}")
 

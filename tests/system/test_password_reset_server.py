@@ -11,7 +11,7 @@ import pytest
 
 from conftest import PASSWORD, TEST_SECRET
 from smtp_server import Inbox, reset_token, smtp_server
-from system.conftest import REPO, Server
+from tests.system.conftest import REPO, Server
 
 NEW_PASSWORD = "reset through the server"
 
