@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
+from typing import TextIO
 
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import Connection, insert, select
@@ -27,8 +28,9 @@ from schemas import Email, OneLineText, Password
 from settings import Settings
 
 
-def read_password(stdin=sys.stdin) -> str:  # noqa: ANN001 - a text stream
+def read_password(stdin: TextIO | None = None) -> str:
     """From the terminal without echo; from one line of standard input when it is piped."""
+    stdin = stdin or sys.stdin
     if stdin.isatty():
         first = getpass.getpass("Password: ")
         if getpass.getpass("Repeat password: ") != first:

@@ -1,8 +1,12 @@
-"""`python manage.py create-admin`, run as an operator would: a real process."""
+"""`python manage.py`: its commands run in this process through `manage.main` (a process of
+its own costs about a second), and once as a real process, the way an operator runs it."""
 
+import io
 import os
 import subprocess
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -14,20 +18,55 @@ from conftest import PASSWORD, login, signup
 REPO = Path(__file__).resolve().parent.parent
 
 
-def manage(database_url: str, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
+@dataclass(frozen=True)
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+Manage = Callable[..., Result]
+
+
+@pytest.fixture
+def manage(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Manage:
+    """`python manage.py ARGS` with DATABASE_URL (and any other variables) set and `stdin`
+    piped in, run by its main function in this process."""
+
+    def run(database_url: str, *args: str, stdin: str = "", **env: str) -> Result:
+        for name, value in {"DATABASE_URL": database_url, "SECRET_KEY": "x" * 32, **env}.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+        capsys.readouterr()
+        returncode = manage_module.main(list(args))
+        captured = capsys.readouterr()
+        return Result(returncode, captured.out, captured.err)
+
+    return run
+
+
+def test_the_real_command_reads_the_password_from_piped_stdin(
+    client: TestClient, database_url: str
+) -> None:
     env = {**os.environ, "DATABASE_URL": database_url, "SECRET_KEY": "x" * 32}
-    return subprocess.run(
-        [sys.executable, "manage.py", *args],
-        input=stdin,
+    command = [sys.executable, "manage.py", "create-admin", "--email", "Op@Example.com"]
+    result = subprocess.run(
+        [*command, "--name", "Operator"],
+        input=PASSWORD + "\n",
         capture_output=True,
         text=True,
         cwd=REPO,
         env=env,
         timeout=60,
     )
+    assert result.returncode == 0, result.stderr
+    assert "Created admin op@example.com" in result.stdout
+    assert login(client, "op@example.com")["access_token"]
 
 
-def test_create_admin_reads_the_password_from_stdin(client: TestClient, database_url: str) -> None:
+def test_create_admin_reads_the_password_from_stdin(
+    manage: Manage, client: TestClient, database_url: str
+) -> None:
     result = manage(
         database_url,
         "create-admin",
@@ -45,7 +84,9 @@ def test_create_admin_reads_the_password_from_stdin(client: TestClient, database
     assert me["name"] == "Root"
 
 
-def test_create_admin_promotes_an_existing_user(client: TestClient, database_url: str) -> None:
+def test_create_admin_promotes_an_existing_user(
+    manage: Manage, client: TestClient, database_url: str
+) -> None:
     signup(client, "carol@example.com")
     result = manage(database_url, "create-admin", "--email", "carol@example.com", "--name", "C")
     assert result.returncode == 0, result.stderr
@@ -56,7 +97,9 @@ def test_create_admin_promotes_an_existing_user(client: TestClient, database_url
     assert me["name"] == "Tester"  # an existing account keeps its name and password
 
 
-def test_create_admin_refuses_a_weak_password(client: TestClient, database_url: str) -> None:
+def test_create_admin_refuses_a_weak_password(
+    manage: Manage, client: TestClient, database_url: str
+) -> None:
     result = manage(
         database_url, "create-admin", "--email", "x@example.com", "--name", "X", stdin="short\n"
     )
@@ -66,13 +109,13 @@ def test_create_admin_refuses_a_weak_password(client: TestClient, database_url: 
     assert response.status_code == 401
 
 
-def test_create_admin_refuses_a_bad_email(database_url: str) -> None:
+def test_create_admin_refuses_a_bad_email(manage: Manage, database_url: str) -> None:
     result = manage(database_url, "create-admin", "--email", "nope", "--name", "X")
     assert result.returncode == 2
     assert "email" in result.stderr
 
 
-def test_create_admin_migrates_an_empty_database(tmp_path: Path) -> None:
+def test_create_admin_migrates_an_empty_database(manage: Manage, tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'new.db'}"
     result = manage(
         url, "create-admin", "--email", "a@example.com", "--name", "A", stdin=PASSWORD + "\n"
@@ -82,7 +125,7 @@ def test_create_admin_migrates_an_empty_database(tmp_path: Path) -> None:
 
 
 def test_seed_demo_loads_a_catalogue_and_accounts_once(
-    client: TestClient, database_url: str
+    manage: Manage, client: TestClient, database_url: str
 ) -> None:
     first = manage(database_url, "seed-demo")
     assert first.returncode == 0, first.stderr
@@ -97,29 +140,21 @@ def test_seed_demo_loads_a_catalogue_and_accounts_once(
     assert users.json()["total"] == 2
 
 
-def test_seed_demo_refuses_production(database_url: str) -> None:
-    env_url = database_url
-    result = subprocess.run(
-        [sys.executable, "manage.py", "seed-demo"],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env={
-            **os.environ,
-            "DATABASE_URL": env_url,
-            "ENVIRONMENT": "production",
-            "SECRET_KEY": "p" * 32,
-            "SMTP_HOST": "smtp.example.com",
-            "EMAIL_FROM": "no-reply@example.com",
-            "PASSWORD_RESET_URL": "https://shop.example.com/reset?token={token}",
-        },
-        timeout=60,
+def test_seed_demo_refuses_production(manage: Manage, database_url: str) -> None:
+    result = manage(
+        database_url,
+        "seed-demo",
+        ENVIRONMENT="production",
+        SECRET_KEY="p" * 32,
+        SMTP_HOST="smtp.example.com",
+        EMAIL_FROM="no-reply@example.com",
+        PASSWORD_RESET_URL="https://shop.example.com/reset?token={token}",
     )
     assert result.returncode == 2
     assert "not in production" in result.stderr
 
 
-def test_openapi_command_writes_the_document(tmp_path: Path) -> None:
+def test_openapi_command_writes_the_document(manage: Manage, tmp_path: Path) -> None:
     target = tmp_path / "openapi.json"
     result = manage("sqlite:///unused.db", "openapi", str(target))
     assert result.returncode == 0, result.stderr
@@ -135,7 +170,7 @@ def test_help_lists_each_example_on_its_own_line(capsys) -> None:
     assert [e.split()[2] for e in examples] == ["create-admin", "seed-demo", "openapi"]
 
 
-def test_create_admin_refuses_the_email_as_password(database_url: str) -> None:
+def test_create_admin_refuses_the_email_as_password(manage: Manage, database_url: str) -> None:
     result = manage(
         database_url,
         "create-admin",
