@@ -77,35 +77,41 @@ class IssuedToken:
     token: str
 
 
-def _issue_token(conn: Connection, settings: Settings, email: str) -> IssuedToken | None:
-    """A new token for the active account with this email, replacing any older one."""
-    user = conn.execute(
+def _active_account(conn: Connection, email: str) -> tuple[int, str] | None:
+    row = conn.execute(
         select(User.id, User.name).where(User.email == email, User.is_active)
     ).one_or_none()
-    if user is None:
-        return None
+    return None if row is None else (row.id, row.name)
+
+
+def _issue_token(
+    conn: Connection, settings: Settings, user_id: int, name: str, email: str
+) -> IssuedToken:
+    """A new token for the account, replacing any older one."""
     token = secrets.token_urlsafe(32)
     now = utcnow()
     insert = upsert(conn, PasswordResetToken).values(
-        user_id=user.id,
+        user_id=user_id,
         token_hash=token_hash(token),
         expires_at=now + timedelta(minutes=settings.password_reset_minutes),
         created_at=now,
     )
     replaced = {name: insert.excluded[name] for name in ("token_hash", "expires_at", "created_at")}
     conn.execute(insert.on_conflict_do_update(index_elements=["user_id"], set_=replaced))
-    return IssuedToken(user.id, user.name, email, token)
+    return IssuedToken(user_id, name, email, token)
 
 
 async def send_reset_email(database: Database, settings: Settings, email: str) -> None:
     """Issue a token and email it, when the email has an active account. Runs after the
     answer was sent; never raises (a failure is logged, without the token)."""
     try:
-        issued = await database.write(_issue_token, settings, email)
+        # An email with no active account costs a read, not a write transaction.
+        account = await database.read(_active_account, email)
+        if account is None:
+            return
+        issued = await database.write(_issue_token, settings, *account, email)
     except SQLAlchemyError as exc:
         log.error("Password reset token could not be stored: %s", type(exc).__name__)
-        return
-    if issued is None:
         return
     about = f"password reset for user {issued.user_id}"
     try:

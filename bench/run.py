@@ -191,6 +191,8 @@ def ensure_wrk() -> str | None:
     return None
 
 
+RESET_BODY = '{"email":"nobody@example.com"}'
+
 LUA = {
     "order_by_id": """
 counter = 0
@@ -356,6 +358,8 @@ def main() -> int:
         "SMTP_HOST": "127.0.0.1",
         "EMAIL_FROM": "bench@example.com",
         "PASSWORD_RESET_URL": "https://shop.example.com/reset?token={token}",
+        # The reset row sends the same request all along: no limit may answer 429 instead.
+        "PASSWORD_RESET_MAX_PER_HOUR": str(10**9),
     }
     app = Server("main:app", REPO, env, workdir / "app.log")
     # Two yardsticks: a bare FastAPI hello on plain uvicorn (h11, asyncio), the stack the
@@ -386,6 +390,7 @@ def main() -> int:
             "tracked_body": tracked_body,
             "accounts": LOGIN_ACCOUNTS,
             "password": PASSWORD,
+            "reset_body": RESET_BODY,
         }
         scripts = {}
         for key, template in [
@@ -393,6 +398,7 @@ def main() -> int:
             ("post_order", LUA["post"]),
             ("post_tracked", LUA["post"].replace("%(body)s", "%(tracked_body)s")),
             ("login", LUA["login"]),
+            ("reset", LUA["post"].replace("%(body)s", "%(reset_body)s")),
         ]:
             path = workdir / f"{key}.lua"
             path.write_text(template % values)
@@ -475,11 +481,28 @@ def main() -> int:
             ),
             "by_id": reads("GET /order/{id}"),
             "page": load("GET /order (page of 20)", app.url, "/order", headers=auth),
-            "post": orders("POST /order (2 items)", "post_order", order_body),
-            "post_tracked": orders(
-                "POST /order (2 items, stock tracked)", "post_tracked", tracked_body
-            ),
         }
+        # What tracking stock adds to an order is a difference of about a tenth, as large as
+        # this machine's drift over a minute: the two rows are measured twice, alternately,
+        # and each shows its faster run (noise only ever slows a run down).
+        runs: dict[str, list[Result]] = {"post": [], "post_tracked": []}
+        for _ in range(2):
+            runs["post"].append(orders("POST /order (2 items)", "post_order", order_body))
+            runs["post_tracked"].append(
+                orders("POST /order (2 items, stock tracked)", "post_tracked", tracked_body)
+            )
+        for key, measured in runs.items():
+            results[key] = max(measured, key=lambda r: r.rps)
+        # The cost of asking for a password reset: counted against two limits, answered 202
+        # (an unknown email, so no email follows).
+        results["reset"] = load(
+            "POST /auth/password-reset (unknown email)",
+            app.url,
+            "/auth/password-reset",
+            script=scripts["reset"],
+            method="POST",
+            bodies=[RESET_BODY],
+        )
         # Steady state: the worker after serving reads and writes, before any login load.
         steady_rss = app.rss_mib()
         results["login"] = logins("POST /auth/login")
@@ -546,10 +569,12 @@ def main() -> int:
         (
             tracked,
             *ratios(tracked),
-            ">= 0.9 x the row above, 0 errors",
+            f">= 0.9 x the row above, 0 errors ({tracked.rps / post.rps:.2f} x)",
             tracked.rps >= 0.9 * post.rps and tracked.errors == 0,
         )
     )
+    reset = results["reset"]
+    rows.append((reset, *ratios(reset), "its cost, shown (0 errors)", reset.errors == 0))
     login = results["login"]
     rows.append(
         (
