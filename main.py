@@ -1,5 +1,7 @@
 """The FastAPI application: routers, middleware, start-up migration and the health check."""
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -17,12 +19,14 @@ import logs
 import order_routes
 import product_routes
 import security
+import webhook_routes
 from database import Database, upgrade_to_head
 from dependencies import DatabaseDep
 from middleware import RequestContext, RequestLimits
 from models import MAX_QUANTITY
 from schemas import PASSWORD_MAX, PASSWORD_MIN, Health
 from settings import Settings
+from webhook_delivery import Deliverer
 
 DESCRIPTION = """
 Orders with items, priced from an admin-managed catalogue.
@@ -39,6 +43,9 @@ and your password. Every call below then carries your token.
   problems for 422. Every response carries an `X-Request-ID` to quote in a bug report.
 """
 
+# How long shutdown waits for a webhook attempt in flight.
+DELIVERY_STOP_SECONDS = 5
+
 TAGS = [
     {
         "name": "auth",
@@ -54,6 +61,11 @@ TAGS = [
         "name": "order",
         "description": "Orders with lines, for the signed-in user. pending → cancelled or "
         "finished; concurrent changes are settled by the database, exactly one wins.",
+    },
+    {
+        "name": "webhooks",
+        "description": "Signed order events (Standard Webhooks) sent to the URLs admins "
+        "register, retried with backoff, with a delivery log.",
     },
     {"name": "system", "description": "Health of the service and its database."},
 ]
@@ -73,7 +85,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if settings.migrate_on_startup:
             upgrade_to_head(settings.database_url)
-        yield
+        async with delivering_webhooks(app.state.db, app.state.settings):
+            yield
         app.state.db.dispose()
 
     # FastAPIOffline serves Swagger UI and ReDoc from the installed package instead of a CDN,
@@ -109,6 +122,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(order_routes.router)
     app.include_router(auth_routes.router)
     app.include_router(product_routes.router)
+    app.include_router(webhook_routes.router)
     app.add_api_route(
         "/health",
         health,
@@ -121,11 +135,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
+@asynccontextmanager
+async def delivering_webhooks(database: Database, settings: Settings) -> AsyncIterator[None]:
+    """Run this worker's webhook delivery loop while the app serves (unless the deployment
+    leaves delivery to `python manage.py deliver-webhooks`); stop it on shutdown."""
+    if not settings.webhook_deliver_in_app:
+        yield
+        return
+    stop = asyncio.Event()
+    task = asyncio.create_task(Deliverer(database, settings).run(stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        # An attempt in flight may finish; one that does not is sent again later.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(task, DELIVERY_STOP_SECONDS)
+
+
 def operation_id(route: APIRoute) -> str:
     """A short, stable id for generated clients: the tag, then the function's name without
     it (`create_order` under `order` is `order-create`)."""
     tag = route.tags[0] if route.tags else "api"
-    words = [word for word in route.name.split("_") if word not in (tag, f"{tag}s")]
+    same = {tag, f"{tag}s", tag.removesuffix("s")}
+    words = [word for word in route.name.split("_") if word not in same]
     return "-".join([str(tag), *words])
 
 

@@ -25,9 +25,11 @@ from sqlalchemy.exc import IntegrityError
 
 import inventory
 import order_queries
+import outbox
 from errors import Conflict, Forbidden, NotFound, Unprocessable
 from models import (
     MAX_QUANTITY,
+    EventType,
     IdempotencyRecord,
     Order,
     OrderItem,
@@ -129,7 +131,7 @@ def create_order(
             return replay, True
     else:
         order_id = _insert_order(conn, user, quantities, items, None, fingerprint)
-    return _read_back(conn, order_id), False
+    return _changed(conn, order_id, EventType.order_created), False
 
 
 def _insert_order(
@@ -215,7 +217,7 @@ def add_item(
             .where(OrderItem.id == line.id)
             .values(quantity=OrderItem.quantity + quantity)
         )
-    return _read_back(conn, order_id)
+    return _changed(conn, order_id, EventType.order_updated)
 
 
 def remove_item(conn: Connection, order_id: int, actor: UserPublic, item_id: int) -> OrderPublic:
@@ -229,7 +231,7 @@ def remove_item(conn: Connection, order_id: int, actor: UserPublic, item_id: int
     if product_id is None:
         raise NotFound("Item not found in this order")
     inventory.release(conn, order_id, actor.id, product_id)
-    return _read_back(conn, order_id)
+    return _changed(conn, order_id, EventType.order_updated)
 
 
 def change_status(
@@ -268,7 +270,7 @@ def change_status(
             "now": now,
         },
     )
-    return _read_back(conn, order_id)
+    return _changed(conn, order_id, _EVENT_OF[target])
 
 
 # --- helpers ----------------------------------------------------------------------------
@@ -287,10 +289,18 @@ def _lock_changeable(conn: Connection, order_id: int) -> None:
         raise Conflict(_NOT_CHANGEABLE)
 
 
-def _read_back(conn: Connection, order_id: int) -> OrderPublic:
-    """The order as this transaction leaves it, read before the commit releases the lock."""
+_EVENT_OF = {
+    OrderStatus.cancelled: EventType.order_cancelled,
+    OrderStatus.finished: EventType.order_finished,
+}
+
+
+def _changed(conn: Connection, order_id: int, event: EventType) -> OrderPublic:
+    """The order as this transaction leaves it (read before the commit releases the lock),
+    its event recorded in the same transaction: the outbox."""
     order = order_queries.get(conn, order_id)
     assert order is not None
+    outbox.record(conn, event, order)
     return order
 
 

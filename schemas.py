@@ -24,7 +24,8 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
 import passwords
-from models import MAX_ID, MAX_QUANTITY, OrderStatus, StockReason
+import webhook_urls
+from models import MAX_ID, MAX_QUANTITY, DeliveryStatus, EventType, OrderStatus, StockReason
 
 MAX_PAGE_SIZE = 100
 MAX_ORDER_LINES = 100
@@ -451,3 +452,88 @@ class StatusChangePublic(Output):
 class Health(BaseModel):
     status: Literal["ok"] = "ok"
     database: Literal["ok"] = "ok"
+
+
+# --- webhooks -------------------------------------------------------------------------------
+
+
+def _safe_shape(url: str) -> str:
+    webhook_urls.check_shape(url)
+    return url
+
+
+def _distinct(events: list[EventType]) -> list[EventType]:
+    return list(dict.fromkeys(events))
+
+
+WebhookURL = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=2000, pattern=r"^https?://"),
+    AfterValidator(_safe_shape),
+    Field(examples=["https://hooks.example.com/orders"]),
+]
+EventTypes = Annotated[
+    list[EventType],
+    Field(min_length=1, max_length=20, examples=[["order.created", "order.finished"]]),
+    AfterValidator(_distinct),
+]
+
+
+class WebhookCreate(Input):
+    model_config = example(
+        url="https://hooks.example.com/orders",
+        events=["order.created", "order.cancelled", "order.finished"],
+        description="Kitchen display",
+    )
+
+    url: WebhookURL
+    events: EventTypes
+    description: OneLineText(500) | None = None
+
+
+class WebhookUpdate(Patch):
+    model_config = example(is_active=False)
+    nullable: ClassVar[frozenset[str]] = frozenset({"description"})
+
+    url: WebhookURL | None = None
+    events: EventTypes | None = None
+    description: OneLineText(500) | None = None
+    is_active: StrictBool | None = None
+    rotate_secret: Literal[True] | None = Field(
+        default=None, description="true: replace the signing secret (the answer shows it)"
+    )
+
+
+class WebhookPublic(Output):
+    id: int
+    url: str
+    events: list[EventType]
+    description: str | None
+    is_active: bool
+    created_at: datetime
+
+
+class WebhookCreated(WebhookPublic):
+    secret: str = Field(
+        description="The signing secret, shown only in this answer", examples=["whsec_..."]
+    )
+
+
+class WebhookChanged(WebhookPublic):
+    secret: str | None = Field(
+        description="The new signing secret when `rotate_secret` was sent (shown only in this "
+        "answer); otherwise null"
+    )
+
+
+class DeliveryPublic(Output):
+    id: int
+    event_id: str
+    event_type: EventType
+    status: DeliveryStatus
+    attempts: int
+    last_status_code: int | None
+    last_error: str | None
+    next_attempt_at: datetime | None
+    created_at: datetime
+    delivered_at: datetime | None

@@ -57,6 +57,16 @@ class Settings(BaseSettings):
     smtp_starttls: bool = True
     smtp_timeout_seconds: float = Field(default=10, gt=0)
     email_from: str | None = None
+    # Order events and webhooks.
+    webhook_retry_base_seconds: float = Field(default=10, gt=0)
+    webhook_max_attempts: int = Field(default=8, ge=1, le=30)
+    # Production refuses webhook URLs that resolve to private, loopback or link-local
+    # addresses unless this is set; development allows them.
+    webhook_allow_private_urls: bool = False
+    # Each worker delivers; false leaves it to `python manage.py deliver-webhooks`.
+    webhook_deliver_in_app: bool = True
+    webhook_poll_seconds: float = Field(default=1.0, gt=0)
+    webhook_retention_days: int = Field(default=7, ge=1)
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
 
@@ -107,6 +117,11 @@ class Settings(BaseSettings):
                     f"{', '.join(missing)} must be set in production (password reset emails)"
                 )
         return self
+
+    @property
+    def guards_webhook_urls(self) -> bool:
+        """Whether webhook URLs must resolve to public addresses only."""
+        return self.environment is Environment.production and not self.webhook_allow_private_urls
 
     @property
     def reset_link_template(self) -> str:

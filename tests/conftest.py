@@ -139,6 +139,7 @@ def settings(database_url: str) -> Settings:
         database_url=database_url,
         secret_key=TEST_SECRET,
         migrate_on_startup=False,
+        webhook_deliver_in_app=False,
     )
 
 
@@ -153,6 +154,7 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> FastAPI:
             database_url=f"sqlite:///{tmp_path_factory.mktemp('app') / 'replaced-per-test.db'}",
             secret_key=TEST_SECRET,
             migrate_on_startup=False,
+            webhook_deliver_in_app=False,
         )
     )
 

@@ -47,7 +47,7 @@ EXAMPLES_PER_OPERATION = 30
 # does not exist or is inactive, a merged quantity over the line limit, a common password or
 # the email as password, an email at a reserved domain (JSON Schema's "email" format allows
 # `.test`; email-validator does not), text with control characters, lone surrogates or
-# nothing visible. They run every other check.
+# nothing visible, a URL with spaces or a password in it. They run every other check.
 SEMANTIC_422 = {
     "POST /order",
     "POST /order/{order_id}/items",
@@ -60,6 +60,8 @@ SEMANTIC_422 = {
     "POST /product",
     "PATCH /product/{product_id}",
     "POST /product/{product_id}/stock",
+    "POST /webhooks",
+    "PATCH /webhooks/{webhook_id}",
 }
 
 

@@ -36,6 +36,7 @@ def settings(database_url: str, smtp: Inbox) -> Settings:
         database_url=database_url,
         secret_key=TEST_SECRET,
         migrate_on_startup=False,
+        webhook_deliver_in_app=False,
         smtp_host="127.0.0.1",
         smtp_port=smtp.port,  # type: ignore[attr-defined]
         smtp_starttls=False,

@@ -1,0 +1,432 @@
+"""Order events and webhooks: the routes, the outbox, and delivery to a real local receiver
+(the delivery loop is driven one round at a time here; tests/system runs it in the server)."""
+
+import asyncio
+import json
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select, update
+
+import webhook_signing
+from conftest import Account
+from models import DeliveryStatus, Webhook, WebhookAttempt, WebhookDelivery, WebhookEvent, utcnow
+from settings import Environment, Settings
+from webhook_delivery import Deliverer, backoff_seconds
+from webhook_receiver import Receiver, receiver
+
+ALL_EVENTS = ["order.created", "order.updated", "order.cancelled", "order.finished"]
+
+
+@pytest.fixture
+def hook() -> Iterator[Receiver]:
+    with receiver() as running:
+        yield running
+
+
+def register(client: TestClient, admin: Account, url: str, events: list[str] | None = None) -> dict:
+    body = {"url": url, "events": events or ALL_EVENTS, "description": "test receiver"}
+    response = client.post("/webhooks", json=body, headers=admin.headers)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def deliver(client: TestClient, settings: Settings | None = None) -> int:
+    """One round of the delivery loop, as a worker runs it."""
+    state = client.app.state
+    return asyncio.run(Deliverer(state.db, settings or state.settings).run_once())
+
+
+def place_order(client: TestClient, account: Account, product_id: int) -> dict:
+    body = {"items": [{"product_id": product_id, "quantity": 2}]}
+    response = client.post("/order", json=body, headers=account.headers)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def count(client: TestClient, model: type) -> int:
+    return client.app.state.db.read_sync(
+        lambda conn: conn.scalar(select(func.count()).select_from(model))
+    )
+
+
+# --- the routes -------------------------------------------------------------------------------
+
+
+def test_an_admin_registers_a_webhook_and_sees_its_secret_once(
+    client: TestClient, admin: Account
+) -> None:
+    created = register(client, admin, "https://hooks.example.com/orders", ["order.created"])
+    assert created["secret"].startswith("whsec_")
+    assert set(created) == {
+        "id", "url", "events", "description", "is_active", "created_at", "secret"
+    }  # fmt: skip
+    assert created["events"] == ["order.created"]
+    assert created["is_active"] is True
+    listed = client.get("/webhooks", headers=admin.headers).json()
+    assert [w["id"] for w in listed] == [created["id"]]
+    assert "secret" not in listed[0]
+    one = client.get(f"/webhooks/{created['id']}", headers=admin.headers).json()
+    assert "secret" not in one
+    assert one["url"] == "https://hooks.example.com/orders"
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_customers_and_strangers_are_refused(
+    client: TestClient, alice: Account, method: str
+) -> None:
+    body = {"url": "https://hooks.example.com/x", "events": ["order.created"]}
+    kwargs = {"json": body} if method == "POST" else {}
+    assert client.request(method, "/webhooks", **kwargs).status_code == 401
+    response = client.request(method, "/webhooks", headers=alice.headers, **kwargs)
+    assert response.status_code == 403
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"url": "ftp://hooks.example.com/x", "events": ["order.created"]},
+        {"url": "hooks.example.com/x", "events": ["order.created"]},
+        {"url": "https://user:pass@hooks.example.com/x", "events": ["order.created"]},
+        {"url": "https://hooks.example.com/x", "events": ["order.shipped"]},
+        {"url": "https://hooks.example.com/x", "events": []},
+        {"url": "https://hooks.example.com/x"},
+        {"url": "https://hooks.example.com/x", "events": ["order.created"], "secret": "mine"},
+        {"url": "https://hooks.example.com/" + "x" * 2000, "events": ["order.created"]},
+    ],
+)
+def test_bad_registrations_are_422(client: TestClient, admin: Account, body: dict) -> None:
+    assert client.post("/webhooks", json=body, headers=admin.headers).status_code == 422
+
+
+def test_a_webhook_is_changed_rotated_and_deleted(client: TestClient, admin: Account) -> None:
+    created = register(client, admin, "https://hooks.example.com/a")
+    path = f"/webhooks/{created['id']}"
+    changed = client.patch(
+        path, json={"events": ["order.finished"], "is_active": False}, headers=admin.headers
+    ).json()
+    assert changed["events"] == ["order.finished"]
+    assert changed["is_active"] is False
+    assert changed["secret"] is None
+    rotated = client.patch(path, json={"rotate_secret": True}, headers=admin.headers).json()
+    assert rotated["secret"].startswith("whsec_")
+    assert rotated["secret"] != created["secret"]
+    assert client.patch(path, json={"url": "nope"}, headers=admin.headers).status_code == 422
+    assert client.patch(path, json={"url": None}, headers=admin.headers).status_code == 422
+    assert client.delete(path, headers=admin.headers).status_code == 204
+    assert client.get(path, headers=admin.headers).status_code == 404
+    assert client.delete(path, headers=admin.headers).status_code == 404
+    assert client.patch(path, json={}, headers=admin.headers).status_code == 404
+    assert client.get(f"{path}/deliveries", headers=admin.headers).status_code == 404
+
+
+def test_production_refuses_urls_into_the_private_network(
+    client: TestClient, admin: Account, settings: Settings
+) -> None:
+    client.app.state.settings = settings.model_copy(update={"environment": Environment.production})
+    for url in ["http://127.0.0.1:9/x", "http://10.1.2.3/x", "http://169.254.169.254/latest"]:
+        response = client.post(
+            "/webhooks", json={"url": url, "events": ["order.created"]}, headers=admin.headers
+        )
+        assert response.status_code == 422, url
+        assert response.json()["detail"][0]["loc"] == ["body", "url"]
+    allowed = settings.model_copy(
+        update={"environment": Environment.production, "webhook_allow_private_urls": True}
+    )
+    client.app.state.settings = allowed
+    register(client, admin, "http://127.0.0.1:9/x")
+
+
+# --- the outbox -----------------------------------------------------------------------------
+
+
+def test_every_order_change_records_its_event_with_the_order_as_answered(
+    client: TestClient, admin: Account, alice: Account, products: list[dict]
+) -> None:
+    register(client, admin, "https://hooks.example.com/all")
+    order = place_order(client, alice, products[0]["id"])
+    added = client.post(
+        f"/order/{order['id']}/items",
+        json={"product_id": products[1]["id"], "quantity": 1},
+        headers=alice.headers,
+    ).json()
+    cancelled = client.post(f"/order/{order['id']}/cancel", headers=alice.headers).json()
+    second = place_order(client, alice, products[0]["id"])
+    finished = client.post(f"/order/{second['id']}/finish", headers=alice.headers).json()
+
+    events = client.app.state.db.read_sync(
+        lambda conn: conn.execute(
+            select(WebhookEvent.type, WebhookEvent.body).order_by(WebhookEvent.id)
+        ).all()
+    )
+    assert [str(t) for t, _ in events] == [
+        "order.created",
+        "order.updated",
+        "order.cancelled",
+        "order.created",
+        "order.finished",
+    ]
+    bodies = [json.loads(body) for _, body in events]
+    assert [b["data"]["order"] for b in bodies] == [order, added, cancelled, second, finished]
+    assert all(
+        b["id"].startswith("evt_") and b["type"] == str(t)
+        for b, (t, _) in zip(bodies, events, strict=True)
+    )
+    assert count(client, WebhookDelivery) == 5
+
+
+def test_a_refused_change_records_no_event(
+    client: TestClient, admin: Account, alice: Account, products: list[dict]
+) -> None:
+    register(client, admin, "https://hooks.example.com/all")
+    order = place_order(client, alice, products[0]["id"])
+    client.post(f"/order/{order['id']}/cancel", headers=alice.headers)
+    assert client.post(f"/order/{order['id']}/finish", headers=alice.headers).status_code == 409
+    body = {"items": [{"product_id": 999, "quantity": 1}]}
+    assert client.post("/order", json=body, headers=alice.headers).status_code == 422
+    assert count(client, WebhookEvent) == 2
+
+
+def test_an_idempotent_replay_records_nothing_again(
+    client: TestClient, alice: Account, products: list[dict]
+) -> None:
+    body = {"items": [{"product_id": products[0]["id"], "quantity": 1}]}
+    headers = {**alice.headers, "Idempotency-Key": "replay-1"}
+    assert client.post("/order", json=body, headers=headers).status_code == 201
+    assert client.post("/order", json=body, headers=headers).status_code == 200
+    assert count(client, WebhookEvent) == 1
+
+
+def test_events_are_recorded_without_webhooks_and_fan_out_by_subscription(
+    client: TestClient, admin: Account, alice: Account, products: list[dict]
+) -> None:
+    place_order(client, alice, products[0]["id"])
+    assert count(client, WebhookEvent) == 1
+    assert count(client, WebhookDelivery) == 0
+    register(client, admin, "https://a.example.com/", ["order.created"])
+    register(client, admin, "https://b.example.com/", ["order.finished"])
+    inactive = register(client, admin, "https://c.example.com/", ["order.created"])
+    client.patch(f"/webhooks/{inactive['id']}", json={"is_active": False}, headers=admin.headers)
+    place_order(client, alice, products[0]["id"])
+    assert count(client, WebhookDelivery) == 1  # only the active subscriber of order.created
+
+
+# --- delivery -------------------------------------------------------------------------------
+
+
+def test_deliveries_arrive_signed_in_order_and_are_logged(
+    client: TestClient, admin: Account, alice: Account, products: list[dict], hook: Receiver
+) -> None:
+    webhook = register(client, admin, hook.url)
+    orders = [place_order(client, alice, products[0]["id"]) for _ in range(3)]
+    assert deliver(client) == 3
+    received = hook.wait_for(3)
+    assert [r.json()["data"]["order"]["id"] for r in received] == [o["id"] for o in orders]
+    for request in received:
+        assert request.headers["content-type"] == "application/json"
+        assert webhook_signing.verify(webhook["secret"], request.headers, request.body)
+        assert request.headers["webhook-id"] == request.json()["id"]
+    assert deliver(client) == 0  # nothing left
+
+    log = client.get(f"/webhooks/{webhook['id']}/deliveries", headers=admin.headers).json()
+    assert log["total"] == 3
+    assert [d["status"] for d in log["items"]] == ["succeeded"] * 3
+    newest = log["items"][0]
+    assert newest["event_id"] == received[-1].headers["webhook-id"]
+    assert newest["event_type"] == "order.created"
+    assert newest["attempts"] == 1
+    assert newest["last_status_code"] == 204
+    assert newest["next_attempt_at"] is None
+    assert newest["delivered_at"] is not None
+
+
+def test_a_failing_receiver_gets_retried_with_backoff_and_the_same_message(
+    client: TestClient, admin: Account, alice: Account, products: list[dict], hook: Receiver
+) -> None:
+    webhook = register(client, admin, hook.url)
+    place_order(client, alice, products[0]["id"])
+    hook.fail_next = 2
+    for attempt in range(1, 4):
+        assert deliver(client) == 1
+        make_due(client)
+        log = client.get(f"/webhooks/{webhook['id']}/deliveries", headers=admin.headers).json()
+        assert log["items"][0]["attempts"] == attempt
+    attempts = hook.attempts
+    assert [a.status for a in attempts] == [500, 500, 204]
+    assert len({a.headers["webhook-id"] for a in attempts}) == 1
+    assert len({a.body for a in attempts}) == 1
+    delivery = log["items"][0]
+    assert delivery["status"] == "succeeded"
+    assert delivery["last_status_code"] == 204
+    logged = client.app.state.db.read_sync(
+        lambda conn: conn.execute(
+            select(WebhookAttempt.status_code, WebhookAttempt.error).order_by(WebhookAttempt.id)
+        ).all()
+    )
+    assert [tuple(row) for row in logged] == [(500, "HTTP 500"), (500, "HTTP 500"), (204, None)]
+
+
+def make_due(client: TestClient) -> None:
+    """Skip the back-off: every pending delivery is due now."""
+    client.app.state.db.write_sync(
+        lambda conn: conn.execute(
+            update(WebhookDelivery)
+            .where(WebhookDelivery.status == DeliveryStatus.pending)
+            .values(next_attempt_at=utcnow() - timedelta(seconds=1))
+        )
+    )
+
+
+def test_a_retry_waits_its_backoff_and_does_not_hold_back_later_events(
+    client: TestClient, admin: Account, alice: Account, products: list[dict], hook: Receiver
+) -> None:
+    webhook = register(client, admin, hook.url)
+    first = place_order(client, alice, products[0]["id"])
+    hook.fail_next = 1
+    assert deliver(client) == 1
+    second = place_order(client, alice, products[0]["id"])
+    assert deliver(client) == 1  # the second event; the first waits for its retry
+    assert [r.json()["data"]["order"]["id"] for r in hook.received] == [second["id"]]
+    log = client.get(f"/webhooks/{webhook['id']}/deliveries", headers=admin.headers).json()
+    retry = log["items"][1]
+    assert retry["status"] == "pending"
+    assert retry["last_error"] == "HTTP 500"
+    wait = datetime.fromisoformat(retry["next_attempt_at"]) - utcnow()
+    assert timedelta(seconds=7) < wait <= timedelta(seconds=12)  # 10 s base, ±20 % jitter
+    make_due(client)
+    assert deliver(client) == 1
+    assert [r.json()["data"]["order"]["id"] for r in hook.received] == [second["id"], first["id"]]
+
+
+def test_backoff_doubles_with_jitter(settings: Settings) -> None:
+    base = settings.webhook_retry_base_seconds
+    for attempts in range(1, 6):
+        delays = [backoff_seconds(settings, attempts) for _ in range(50)]
+        expected = base * 2 ** (attempts - 1)
+        assert all(0.8 * expected <= d <= 1.2 * expected for d in delays)
+        assert len(set(delays)) > 1
+
+
+def test_a_delivery_fails_for_good_after_the_last_attempt(
+    client: TestClient,
+    admin: Account,
+    alice: Account,
+    products: list[dict],
+    hook: Receiver,
+    settings: Settings,
+    log_lines: list[str],
+) -> None:
+    webhook = register(client, admin, hook.url)
+    place_order(client, alice, products[0]["id"])
+    hook.fail_next = 10
+    three = settings.model_copy(update={"webhook_max_attempts": 3})
+    for _ in range(3):
+        assert deliver(client, three) == 1
+        make_due(client)
+    assert deliver(client, three) == 0
+    delivery = client.get(f"/webhooks/{webhook['id']}/deliveries", headers=admin.headers).json()
+    assert delivery["items"][0]["status"] == "failed"
+    assert delivery["items"][0]["attempts"] == 3
+    assert delivery["items"][0]["next_attempt_at"] is None
+    assert any("failed for good after 3 attempts" in line for line in log_lines)
+
+
+def test_an_unreachable_receiver_is_an_error_not_a_crash(
+    client: TestClient, admin: Account, alice: Account, products: list[dict]
+) -> None:
+    from smtp_server import free_port
+
+    webhook = register(client, admin, f"http://127.0.0.1:{free_port()}/gone")
+    place_order(client, alice, products[0]["id"])
+    assert deliver(client) == 1
+    item = client.get(f"/webhooks/{webhook['id']}/deliveries", headers=admin.headers).json()
+    assert item["items"][0]["last_error"].startswith("ConnectError")
+    assert item["items"][0]["last_status_code"] is None
+
+
+def test_a_redirect_is_a_failed_attempt_never_followed(
+    client: TestClient, admin: Account, alice: Account, products: list[dict], hook: Receiver
+) -> None:
+    webhook = register(client, admin, hook.url)
+    place_order(client, alice, products[0]["id"])
+    hook.fail_next, hook.status = 1, 302
+    assert deliver(client) == 1
+    item = client.get(f"/webhooks/{webhook['id']}/deliveries", headers=admin.headers).json()
+    assert item["items"][0]["last_status_code"] == 302
+    assert item["items"][0]["status"] == "pending"
+
+
+def test_an_inactive_webhook_waits_and_a_deleted_one_drops_its_deliveries(
+    client: TestClient, admin: Account, alice: Account, products: list[dict], hook: Receiver
+) -> None:
+    webhook = register(client, admin, hook.url)
+    path = f"/webhooks/{webhook['id']}"
+    place_order(client, alice, products[0]["id"])
+    client.patch(path, json={"is_active": False}, headers=admin.headers)
+    assert deliver(client) == 0
+    client.patch(path, json={"is_active": True}, headers=admin.headers)
+    assert deliver(client) == 1
+    assert len(hook.received) == 1
+
+    place_order(client, alice, products[0]["id"])
+    assert client.delete(path, headers=admin.headers).status_code == 204
+    assert count(client, WebhookDelivery) == 0
+    assert deliver(client) == 0
+
+
+def test_a_rotated_secret_signs_the_next_attempt(
+    client: TestClient, admin: Account, alice: Account, products: list[dict], hook: Receiver
+) -> None:
+    webhook = register(client, admin, hook.url)
+    place_order(client, alice, products[0]["id"])
+    rotated = client.patch(
+        f"/webhooks/{webhook['id']}", json={"rotate_secret": True}, headers=admin.headers
+    ).json()["secret"]
+    deliver(client)
+    [request] = hook.wait_for(1)
+    assert webhook_signing.verify(rotated, request.headers, request.body)
+    assert not webhook_signing.verify(webhook["secret"], request.headers, request.body)
+
+
+def test_a_lease_held_by_a_live_process_is_respected_and_an_expired_one_taken_over(
+    client: TestClient, admin: Account, alice: Account, products: list[dict], hook: Receiver
+) -> None:
+    webhook = register(client, admin, hook.url)
+    place_order(client, alice, products[0]["id"])
+
+    def lease(until: timedelta) -> None:
+        client.app.state.db.write_sync(
+            lambda conn: conn.execute(
+                update(Webhook).values(lease_owner="another:1:x", lease_until=utcnow() + until)
+            )
+        )
+
+    lease(timedelta(seconds=30))  # another process is sending to this webhook
+    assert deliver(client) == 0
+    lease(timedelta(seconds=-1))  # ... and died: its lease ran out
+    assert deliver(client) == 1
+    assert len(hook.received) == 1
+    owners = client.app.state.db.read_sync(
+        lambda conn: conn.execute(select(Webhook.lease_owner, Webhook.lease_until)).one()
+    )
+    assert tuple(owners) == (None, None)  # released after the round
+    assert webhook["id"]
+
+
+def test_production_checks_the_address_again_when_sending(
+    client: TestClient,
+    admin: Account,
+    alice: Account,
+    products: list[dict],
+    hook: Receiver,
+    settings: Settings,
+) -> None:
+    webhook = register(client, admin, hook.url)  # development: a loopback URL is fine
+    place_order(client, alice, products[0]["id"])
+    production = settings.model_copy(update={"environment": Environment.production})
+    assert deliver(client, production) == 1
+    assert hook.attempts == []
+    item = client.get(f"/webhooks/{webhook['id']}/deliveries", headers=admin.headers).json()
+    assert "127.0.0.1" in item["items"][0]["last_error"]
