@@ -3,6 +3,7 @@
 examples:
   python manage.py create-admin --email E --name N   the first admin (password from stdin)
   python manage.py seed-demo                         a demo catalogue, customer and admin
+  python manage.py deliver-webhooks                  send webhook deliveries until SIGTERM
   python manage.py openapi [FILE]                    the OpenAPI document (default stdout)
 """
 
@@ -22,6 +23,7 @@ from sqlalchemy import Connection, insert, select
 import auth_service
 import passwords
 import security
+import webhook_delivery
 from database import Database, upgrade_to_head
 from models import Product, User
 from schemas import Email, OneLineText, Password
@@ -131,6 +133,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_parser(
         "seed-demo", help="a demo catalogue, customer and admin (not in production)"
     )
+    commands.add_parser(
+        "deliver-webhooks",
+        help="send webhook deliveries until stopped (SIGTERM), beside or instead of the app",
+    )
     spec = commands.add_parser("openapi", help="write the OpenAPI document")
     spec.add_argument("file", nargs="?", help="where to write it (default: standard output)")
     args = parser.parse_args(argv)
@@ -142,6 +148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 Path(args.file).write_text(document)
             else:
                 sys.stdout.write(document)
+        elif args.command == "deliver-webhooks":
+            asyncio.run(webhook_delivery.serve(Settings()))
         elif args.command == "seed-demo":
             print(seed_demo(Settings()))
         else:

@@ -228,20 +228,28 @@ async def send(client: httpx.AsyncClient, settings: Settings, webhook: Leased, d
     def outcome(status_code: int | None, error: str | None) -> Outcome:
         return Outcome(status_code, error, round((time.perf_counter() - started) * 1000))
 
-    if settings.guards_webhook_urls:
-        try:  # again at each attempt: what a name resolves to can change
-            await webhook_urls.check_destination(webhook.url)
-        except webhook_urls.UnsafeURL as exc:
-            return outcome(None, _error(str(exc)))
     body = due.body.encode()
     headers = {
         "content-type": "application/json",
         "user-agent": "orders-api-webhooks",
         **webhook_signing.headers(webhook.secret, due.event_uid, int(time.time()), body),
     }
+    url, extensions = httpx.URL(webhook.url), {}
+    if settings.guards_webhook_urls:
+        try:  # again at each attempt: what a name resolves to can change
+            address = await webhook_urls.check_destination(webhook.url)
+        except webhook_urls.UnsafeURL as exc:
+            return outcome(None, _error(str(exc)))
+        # Connect to the address just checked, not to whatever a second lookup answers (DNS
+        # rebinding); the request still names the host, and TLS still verifies it.
+        headers["host"] = url.netloc.decode("ascii")
+        extensions["sni_hostname"] = url.host
+        url = url.copy_with(host=address)
     try:
         # The answer's body is never read: only its status matters.
-        async with client.stream("POST", webhook.url, content=body, headers=headers) as response:
+        async with client.stream(
+            "POST", url, content=body, headers=headers, extensions=extensions
+        ) as response:
             code = response.status_code
     except httpx.HTTPError as exc:
         return outcome(

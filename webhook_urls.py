@@ -91,9 +91,11 @@ async def resolve(host: str, port: int) -> list[str]:
     return [str(info[4][0]) for info in infos]
 
 
-async def check_destination(url: str, *, timeout: float = RESOLVE_TIMEOUT_SECONDS) -> None:
+async def check_destination(url: str, *, timeout: float = RESOLVE_TIMEOUT_SECONDS) -> str:
     """Raise UnsafeURL unless `url` has an acceptable shape and its host resolves, within
-    `timeout` seconds, only to public addresses. A literal IP address is not looked up."""
+    `timeout` seconds, only to public addresses; return the first of them, for the caller to
+    connect to (a second lookup could answer differently). A literal IP address is not
+    looked up."""
     host, port = _host_and_port(url)
     try:
         literal = ipaddress.ip_address(host)
@@ -102,7 +104,7 @@ async def check_destination(url: str, *, timeout: float = RESOLVE_TIMEOUT_SECOND
     else:
         if not is_allowed(literal):
             raise UnsafeURL(f"{host} is not a public address")
-        return
+        return host
     try:
         addresses = await asyncio.wait_for(resolve(host, port), timeout)
     except (OSError, UnicodeError, TimeoutError) as error:
@@ -117,3 +119,4 @@ async def check_destination(url: str, *, timeout: float = RESOLVE_TIMEOUT_SECOND
             allowed = False  # an address we cannot read is not one we can vouch for
         if not allowed:
             raise UnsafeURL(f"{host} resolves to {text}, which is not a public address")
+    return addresses[0]

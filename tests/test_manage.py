@@ -167,7 +167,12 @@ def test_help_lists_each_example_on_its_own_line(capsys) -> None:
     assert exit_info.value.code == 0
     lines = capsys.readouterr().out.splitlines()
     examples = [line.strip() for line in lines if line.strip().startswith("python manage.py")]
-    assert [e.split()[2] for e in examples] == ["create-admin", "seed-demo", "openapi"]
+    assert [e.split()[2] for e in examples] == [
+        "create-admin",
+        "seed-demo",
+        "deliver-webhooks",
+        "openapi",
+    ]
 
 
 def test_create_admin_refuses_the_email_as_password(manage: Manage, database_url: str) -> None:

@@ -430,3 +430,35 @@ def test_production_checks_the_address_again_when_sending(
     assert hook.attempts == []
     item = client.get(f"/webhooks/{webhook['id']}/deliveries", headers=admin.headers).json()
     assert "127.0.0.1" in item["items"][0]["last_error"]
+
+
+def test_production_connects_to_the_address_it_checked(
+    client: TestClient,
+    admin: Account,
+    alice: Account,
+    products: list[dict],
+    hook: Receiver,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The name is resolved once per attempt, and the request goes to that address: a DNS
+    answer that changes between the check and the connection (rebinding) is never used."""
+    import webhook_urls
+
+    port = hook.url.split(":")[2].split("/")[0]
+    lookups: list[str] = []
+
+    async def fake_dns(host: str, _port: int) -> list[str]:
+        lookups.append(host)
+        return ["127.0.0.1"]  # taken as public for this test
+
+    monkeypatch.setattr(webhook_urls, "resolve", fake_dns)
+    monkeypatch.setattr(webhook_urls, "is_allowed", lambda _address: True)
+    webhook = register(client, admin, f"http://orders-hook.example:{port}/hook")
+    place_order(client, alice, products[0]["id"])
+    production = settings.model_copy(update={"environment": Environment.production})
+    assert deliver(client, production) == 1
+    [request] = hook.wait_for(1)
+    assert request.headers["host"] == f"orders-hook.example:{port}"
+    assert lookups == ["orders-hook.example"]
+    assert webhook_signing.verify(webhook["secret"], request.headers, request.body)
