@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     # Each worker delivers; false leaves it to `python manage.py deliver-webhooks`.
     webhook_deliver_in_app: bool = True
     webhook_poll_seconds: float = Field(default=1.0, gt=0)
+    # How long a process's hold on a webhook outlives its last attempt: the longest a killed
+    # process's deliveries wait for another to take them over. Keep it above the longest
+    # attempt (a 10 s send after a 5 s lookup), or two processes could send at once.
+    webhook_lease_seconds: float = Field(default=30, gt=0)
     webhook_retention_days: int = Field(default=7, ge=1)
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"

@@ -3,7 +3,7 @@
 Any number of processes may run this loop (each app worker, and `python manage.py
 deliver-webhooks`). A process leases a webhook before it sends that webhook's deliveries, so
 one process at a time sends to a webhook, oldest delivery first; the lease is renewed with
-each attempt and runs out LEASE_SECONDS after the last one, so a process killed mid-send
+each attempt and runs out WEBHOOK_LEASE_SECONDS after the last one, so a process killed mid-send
 leaves nothing stuck: another takes the webhook over and sends again what was not recorded
 (same body, same `webhook-id`). A failed attempt is retried with exponential backoff and
 jitter, up to WEBHOOK_MAX_ATTEMPTS; a delivery waiting for its retry does not hold back the
@@ -42,7 +42,6 @@ from settings import Settings
 
 log = logging.getLogger("orders.webhooks")
 
-LEASE_SECONDS = 30
 SEND_TIMEOUT_SECONDS = 10  # a 2xx within this is success
 WEBHOOKS_AT_ONCE = 8  # webhooks one process sends to concurrently
 BATCH = 50  # deliveries sent under one lease before the webhooks are leased again
@@ -81,7 +80,9 @@ class Outcome:
 # --- the database side ----------------------------------------------------------------------
 
 
-def _lease(conn: Connection, owner: str, now: datetime, limit: int) -> list[Leased]:
+def _lease(
+    conn: Connection, owner: str, now: datetime, lease: timedelta, limit: int
+) -> list[Leased]:
     """Lease active webhooks that have deliveries due and no live lease."""
     due = select(WebhookDelivery.webhook_id).where(
         WebhookDelivery.status == DeliveryStatus.pending,
@@ -100,7 +101,7 @@ def _lease(conn: Connection, owner: str, now: datetime, limit: int) -> list[Leas
     rows = conn.execute(
         update(Webhook)
         .where(Webhook.id.in_(candidates), free)
-        .values(lease_owner=owner, lease_until=now + timedelta(seconds=LEASE_SECONDS))
+        .values(lease_owner=owner, lease_until=now + lease)
         .returning(Webhook.id, Webhook.url, Webhook.secret)
     ).all()
     return [Leased(*row) for row in rows]
@@ -142,7 +143,7 @@ def _record(
     kept = conn.execute(
         update(Webhook)
         .where(Webhook.id == webhook_id, Webhook.lease_owner == owner)
-        .values(lease_until=now + timedelta(seconds=LEASE_SECONDS))
+        .values(lease_until=now + timedelta(seconds=settings.webhook_lease_seconds))
     ).rowcount
     if not kept:
         return False
@@ -297,7 +298,8 @@ class Deliverer:
             async with new_client() as own:
                 return await self.run_once(own)
         await self._prune_now_and_then()
-        leased = await self.database.write(_lease, self.owner, utcnow(), WEBHOOKS_AT_ONCE)
+        lease = timedelta(seconds=self.settings.webhook_lease_seconds)
+        leased = await self.database.write(_lease, self.owner, utcnow(), lease, WEBHOOKS_AT_ONCE)
         counts = await asyncio.gather(*(self._drain(client, webhook) for webhook in leased))
         return sum(counts)
 
