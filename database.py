@@ -6,6 +6,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
 from typing import Concatenate, ParamSpec, TypeVar
 
@@ -374,6 +375,19 @@ def head_revision(url: str) -> str | None:
     from alembic.script import ScriptDirectory
 
     return ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+
+
+@cache
+def code_revision() -> str | None:
+    """The schema revision this code was written for (the newest migration)."""
+    return head_revision("sqlite://")
+
+
+def schema_revision(conn: Connection) -> str | None:
+    """The revision the database's schema is at; None before any migration."""
+    from alembic.runtime.migration import MigrationContext
+
+    return MigrationContext.configure(conn).get_current_revision()
 
 
 def upgrade_to_head(url: str) -> None:

@@ -20,11 +20,11 @@ import order_routes
 import product_routes
 import security
 import webhook_routes
-from database import Database, upgrade_to_head
+from database import Database, code_revision, schema_revision, upgrade_to_head
 from dependencies import DatabaseDep
 from middleware import RequestContext, RequestLimits
 from models import MAX_QUANTITY
-from schemas import PASSWORD_MAX, PASSWORD_MIN, Health
+from schemas import PASSWORD_MAX, PASSWORD_MIN, Health, Readiness
 from settings import Settings
 from webhook_delivery import Deliverer
 
@@ -131,6 +131,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         responses=errors.responses(503),
         tags=["system"],
     )
+    app.add_api_route(
+        "/health/ready",
+        ready,
+        methods=["GET"],
+        response_model=Readiness,
+        responses=errors.responses(503),
+        tags=["system"],
+    )
     fill_descriptions(app, settings)
     return app
 
@@ -202,12 +210,28 @@ def _ping(conn: Connection) -> None:
 
 
 async def health(database: DatabaseDep) -> Health:
-    """Whether the service can reach its database: 200, or 503 when it cannot."""
+    """Liveness: whether the service can reach its database: 200, or 503 when it cannot."""
     try:
         await database.read(_ping)
     except SQLAlchemyError:
         raise errors.Unavailable("Database is unreachable") from None
     return Health()
+
+
+async def ready(database: DatabaseDep) -> Readiness:
+    """Readiness: 200 when the database answers and its schema is at the revision this code
+    expects; 503 otherwise (unreachable, or not migrated yet), so a load balancer sends no
+    traffic to an instance that would fail it."""
+    try:
+        current = await database.read(schema_revision)
+    except SQLAlchemyError:
+        raise errors.Unavailable("Database is unreachable") from None
+    expected = code_revision()
+    if current != expected:
+        raise errors.Unavailable(
+            f"Database schema is at revision {current or '<none>'}; this code needs {expected}"
+        )
+    return Readiness(schema_revision=current)
 
 
 app = create_app()

@@ -454,6 +454,10 @@ class Health(BaseModel):
     database: Literal["ok"] = "ok"
 
 
+class Readiness(Health):
+    schema_revision: str = Field(description="The migration the database is at", examples=["0005"])
+
+
 # --- webhooks -------------------------------------------------------------------------------
 
 

@@ -1,6 +1,7 @@
-"""The yardstick: a bare FastAPI app with one async JSON route."""
+"""The yardstick: a bare FastAPI app with one async JSON route (and, for the webhook row, a
+receiver that takes every delivery)."""
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
 
 app = FastAPI()
 
@@ -8,3 +9,8 @@ app = FastAPI()
 @app.get("/hello")
 async def hello() -> dict[str, str]:
     return {"message": "hello"}
+
+
+@app.post("/hook", status_code=204)
+async def hook() -> Response:
+    return Response(status_code=204)

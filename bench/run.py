@@ -36,6 +36,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 SECRET = "bench-secret-key-of-at-least-32-bytes!!"
 EMAIL, PASSWORD = "bench@example.com", "correct horse battery"
+ADMIN_EMAIL = "bench-admin@example.com"
 # The login rows log in this many accounts in turn: one account's concurrent attempts are
 # capped at LOGIN_MAX_FAILURES by design (each is counted before its password is checked).
 LOGIN_ACCOUNTS = 64
@@ -74,6 +75,11 @@ def _seed_rows(conn: Connection, password_hash: str) -> None:
             {"name": "Login", "email": f"login{n}@example.com", "password_hash": password_hash}
             for n in range(LOGIN_ACCOUNTS)
         ],
+    )
+    conn.execute(
+        insert(User).values(
+            name="Admin", email=ADMIN_EMAIL, password_hash=password_hash, is_admin=True
+        )
     )
     prices = {i: f"{i}.25" for i in range(1, PRODUCTS + 1)}
     product_ids = (
@@ -126,7 +132,13 @@ def pinned(core: str, command: list[str]) -> list[str]:
 
 class Server:
     def __init__(
-        self, app: str, cwd: Path, env: dict[str, str], log: Path, options: tuple[str, ...] = ()
+        self,
+        app: str,
+        cwd: Path,
+        env: dict[str, str],
+        log: Path,
+        options: tuple[str, ...] = (),
+        core: str = APP_CORE,
     ) -> None:
         self.log = log
         self.port = free_port()
@@ -147,7 +159,7 @@ class Server:
         # terminal, where it would bury the table and cost more than writing the file.
         with log.open("wb") as output:
             self.process = subprocess.Popen(
-                pinned(APP_CORE, command),
+                pinned(core, command),
                 cwd=cwd,
                 env={**os.environ, **env},
                 stdout=output,
@@ -360,6 +372,8 @@ def main() -> int:
         "PASSWORD_RESET_URL": "https://shop.example.com/reset?token={token}",
         # The reset row sends the same request all along: no limit may answer 429 instead.
         "PASSWORD_RESET_MAX_PER_HOUR": str(10**9),
+        # The webhook row's receiver listens on 127.0.0.1.
+        "WEBHOOK_ALLOW_PRIVATE_URLS": "true",
     }
     app = Server("main:app", REPO, env, workdir / "app.log")
     # Two yardsticks: a bare FastAPI hello on plain uvicorn (h11, asyncio), the stack the
@@ -369,11 +383,16 @@ def main() -> int:
         "bench.hello:app", REPO, {}, workdir / "hello.log", ("--http", "h11", "--loop", "asyncio")
     )
     hello_fast = Server("bench.hello:app", REPO, {}, workdir / "hello-fast.log")
+    # The webhook row's receiver runs beside the load generator, not on the app's core.
+    receiver = Server("bench.hello:app", REPO, {}, workdir / "receiver.log", core=LOAD_CORE)
     try:
         token = httpx2.post(
             app.url + "/auth/login", json={"email": EMAIL, "password": PASSWORD}
         ).json()["access_token"]
         auth = {"Authorization": f"Bearer {token}"}
+        admin_token = httpx2.post(
+            app.url + "/auth/login", json={"email": ADMIN_EMAIL, "password": PASSWORD}
+        ).json()["access_token"]
         order_body = '{"items":[{"product_id":1,"quantity":2},{"product_id":2,"quantity":1}]}'
         tracked_ids = (PRODUCTS + 1, PRODUCTS + 2)  # seeded after the untracked ones
         tracked_body = (
@@ -485,12 +504,27 @@ def main() -> int:
         # What tracking stock adds to an order is a difference of about a tenth, as large as
         # this machine's drift over a minute: the two rows are measured twice, alternately,
         # and each shows its faster run (noise only ever slows a run down).
-        runs: dict[str, list[Result]] = {"post": [], "post_tracked": []}
+        # The webhook row is measured the same way, against a receiver that answers 204 at
+        # once; deleting the webhook after its run drops the deliveries still queued, which
+        # would otherwise be sent during the rows that follow.
+        admin = {"Authorization": f"Bearer {admin_token}"}
+        runs: dict[str, list[Result]] = {"post": [], "post_tracked": [], "post_hooked": []}
         for _ in range(2):
             runs["post"].append(orders("POST /order (2 items)", "post_order", order_body))
             runs["post_tracked"].append(
                 orders("POST /order (2 items, stock tracked)", "post_tracked", tracked_body)
             )
+            registered = httpx2.post(
+                app.url + "/webhooks",
+                json={"url": receiver.url + "/hook", "events": ["order.created"]},
+                headers=admin,
+            )
+            assert registered.status_code == 201, registered.text
+            webhook = registered.json()
+            runs["post_hooked"].append(
+                orders("POST /order (2 items, 1 webhook)", "post_order", order_body)
+            )
+            httpx2.delete(f"{app.url}/webhooks/{webhook['id']}", headers=admin)
         for key, measured in runs.items():
             results[key] = max(measured, key=lambda r: r.rps)
         # The cost of asking for a password reset: counted against two limits, answered 202
@@ -536,6 +570,7 @@ def main() -> int:
         app.stop()
         hello.stop()
         hello_fast.stop()
+        receiver.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
     cores = 1  # the app is pinned to one core
@@ -571,6 +606,15 @@ def main() -> int:
             *ratios(tracked),
             f">= 0.9 x the row above, 0 errors ({tracked.rps / post.rps:.2f} x)",
             tracked.rps >= 0.9 * post.rps and tracked.errors == 0,
+        )
+    )
+    hooked = results["post_hooked"]
+    rows.append(
+        (
+            hooked,
+            *ratios(hooked),
+            f">= 0.85 x POST /order, 0 errors ({hooked.rps / post.rps:.2f} x)",
+            hooked.rps >= 0.85 * post.rps and hooked.errors == 0,
         )
     )
     reset = results["reset"]

@@ -37,3 +37,55 @@ def test_docs_and_openapi_are_served(client: TestClient) -> None:
         ]
         == "/auth/login-form"
     )
+
+
+def test_ready_when_the_schema_is_at_the_code_revision(client: TestClient) -> None:
+    from database import code_revision
+
+    response = client.get("/health/ready")
+    assert response.status_code == 200
+    assert response.json() == {
+        "status": "ok",
+        "database": "ok",
+        "schema_revision": code_revision(),
+    }
+
+
+def test_not_ready_before_the_schema_is_migrated(fresh_database_url: str) -> None:
+    settings = Settings(
+        _env_file=None,
+        database_url=fresh_database_url,
+        secret_key="x" * 32,
+        migrate_on_startup=False,
+        webhook_deliver_in_app=False,
+    )
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/health").status_code == 200  # alive, but ...
+        response = client.get("/health/ready")
+        assert response.status_code == 503
+        assert "schema is at revision <none>" in response.json()["detail"]
+        assert response.headers["retry-after"] == "1"
+        from alembic import command
+
+        from database import alembic_config
+
+        command.upgrade(alembic_config(fresh_database_url), "0004")
+        behind = client.get("/health/ready")
+        assert behind.status_code == 503
+        assert "revision 0004" in behind.json()["detail"]
+        command.upgrade(alembic_config(fresh_database_url), "head")
+        assert client.get("/health/ready").status_code == 200
+
+
+def test_not_ready_when_the_database_is_unreachable(tmp_path) -> None:
+    settings = Settings(
+        _env_file=None,
+        database_url=f"sqlite:///{tmp_path}",
+        secret_key="x" * 32,
+        migrate_on_startup=False,
+        webhook_deliver_in_app=False,
+    )
+    with TestClient(create_app(settings)) as client:
+        response = client.get("/health/ready")
+    assert response.status_code == 503
+    assert response.json()["detail"] == "Database is unreachable"
