@@ -73,10 +73,25 @@ def listed_owner(user: UserPublic, requested: int | None) -> int | None:
     return requested
 
 
-# Built once: building and hashing a statement costs more than running it.
-_ACTIVE_PRICES = select(
-    Product.id, Product.price, Product.stock.is_not(None).label("tracked")
-).where(Product.id.in_(bindparam("ids", expanding=True)), Product.is_active)
+_PRICES: dict[int, Precompiled] = {}
+
+
+def _active_prices_of(ids: Sequence[int]) -> Precompiled:
+    """Price and tracking of the active products among `ids`: a statement per number of ids,
+    precompiled once (an expanding IN is compiled again on every run)."""
+    statement = _PRICES.get(len(ids))
+    if statement is None:
+        wanted = [bindparam(f"id{n}") for n in range(len(ids))]
+        statement = _PRICES[len(ids)] = Precompiled(
+            select(Product.id, Product.price, Product.stock.is_not(None).label("tracked")).where(
+                Product.id.in_(wanted), Product.is_active
+            )
+        )
+    return statement
+
+
+def _prices(conn: Connection, ids: Sequence[int]) -> list[Sequence]:
+    return _active_prices_of(ids).all(conn, {f"id{n}": id_ for n, id_ in enumerate(ids)})
 
 
 # The writes of every new order are precompiled: through Core they cost most of the request.
@@ -192,13 +207,14 @@ def add_item(
     """Add a product to a pending order, or raise the quantity of its existing line; the
     units are taken from a tracked product's stock."""
     _lock_changeable(conn, order_id)
-    product = conn.execute(_ACTIVE_PRICES, {"ids": [product_id]}).one_or_none()
-    if product is None:
+    found = _prices(conn, [product_id])
+    if not found:
         raise _unavailable(["body", "product_id"], product_id)
+    [(_, price, tracked)] = found
     line = conn.execute(_ORDER_LINE, {"order_id": order_id, "product_id": product_id}).first()
     if line is not None and line.quantity + quantity > MAX_QUANTITY:
         raise _too_many(["body", "quantity"])
-    if product.tracked:
+    if tracked:
         inventory.reserve(conn, order_id, actor.id, {product_id: quantity})
     if line is None:
         _INSERT_LINE.execute(
@@ -207,7 +223,7 @@ def add_item(
                 "order_id": order_id,
                 "product_id": product_id,
                 "quantity": quantity,
-                "unit_price": product.price,
+                "unit_price": price,
             },
         )
     else:
@@ -320,7 +336,7 @@ def _active_prices(
     """The catalogue price of each product ordered, and which of them track their stock; 422
     for one missing or inactive."""
     ids = {item.product_id for item in items}
-    rows = conn.execute(_ACTIVE_PRICES, {"ids": list(ids)}).all() if ids else []
+    rows = _prices(conn, sorted(ids)) if ids else []
     prices = {product_id: price for product_id, price, _ in rows}
     for index, item in enumerate(items):
         if item.product_id not in prices:

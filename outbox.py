@@ -7,9 +7,17 @@ import secrets
 from datetime import datetime
 
 from pydantic import BaseModel
-from sqlalchemy import Connection, bindparam, insert, select
+from sqlalchemy import Connection, Text, bindparam, cast, insert, literal, select
 
-from models import DeliveryStatus, EventType, Webhook, WebhookDelivery, WebhookEvent, utcnow
+from models import (
+    DeliveryStatus,
+    EventType,
+    UTCDateTime,
+    Webhook,
+    WebhookDelivery,
+    WebhookEvent,
+    utcnow,
+)
 from precompiled import Precompiled, bound
 from schemas import OrderPublic
 
@@ -19,12 +27,23 @@ _INSERT_EVENT = Precompiled(
     .values(bound("uid", "type", "order_id", "body", "created_at"))
     .returning(WebhookEvent.id)
 )
-_SUBSCRIBERS = Precompiled(
-    select(Webhook.id, Webhook.events).where(Webhook.is_active == bindparam("active"))
-)
-_INSERT_DELIVERY = Precompiled(
-    insert(WebhookDelivery).values(
-        bound("webhook_id", "event_id", "status", "attempts", "next_attempt_at", "created_at")
+# One statement fans the event out to its subscribers, so an order change costs the same
+# Python work however many webhooks there are (or none). `events` is a JSON list of names,
+# matched as text with its quotes.
+_FAN_OUT = Precompiled(
+    insert(WebhookDelivery).from_select(
+        ["webhook_id", "event_id", "status", "attempts", "next_attempt_at", "created_at"],
+        select(
+            Webhook.id,
+            bindparam("event_id"),
+            bindparam("status"),
+            literal(0),
+            bindparam("now", type_=UTCDateTime()),
+            bindparam("now", type_=UTCDateTime()),
+        ).where(
+            Webhook.is_active,
+            cast(Webhook.events, Text).contains(bindparam("quoted_type")),
+        ),
     )
 )
 
@@ -60,23 +79,12 @@ def record(conn: Connection, type: EventType, order: OrderPublic) -> None:
             "created_at": now,
         },
     )
-    subscribers = [
-        webhook_id
-        for webhook_id, events in _SUBSCRIBERS.all(conn, {"active": True})
-        if type in events
-    ]
-    if subscribers:
-        _INSERT_DELIVERY.execute_many(
-            conn,
-            [
-                {
-                    "webhook_id": webhook_id,
-                    "event_id": event_id,
-                    "status": DeliveryStatus.pending,
-                    "attempts": 0,
-                    "next_attempt_at": now,
-                    "created_at": now,
-                }
-                for webhook_id in subscribers
-            ],
-        )
+    _FAN_OUT.execute(
+        conn,
+        {
+            "event_id": event_id,
+            "status": DeliveryStatus.pending.value,
+            "now": now,
+            "quoted_type": f'"{type.value}"',
+        },
+    )

@@ -472,7 +472,7 @@ def _distinct(events: list[EventType]) -> list[EventType]:
 
 WebhookURL = Annotated[
     str,
-    StringConstraints(min_length=1, max_length=2000, pattern=r"^https?://"),
+    StringConstraints(min_length=1, max_length=2000, pattern=r"^[Hh][Tt][Tt][Pp][Ss]?://"),
     AfterValidator(_safe_shape),
     Field(examples=["https://hooks.example.com/orders"]),
 ]

@@ -48,6 +48,7 @@ BATCH = 50  # deliveries sent under one lease before the webhooks are leased aga
 MAX_BACKOFF_SECONDS = 6 * 3600
 PRUNE_EVERY_SECONDS = 60
 PRUNE_BATCH = 500
+PRUNE_ROUNDS = 100  # batches per pruning round at most
 MAX_ERROR_CHARS = 500
 
 
@@ -191,8 +192,8 @@ def _release(conn: Connection, webhook_id: int, owner: str) -> None:
 
 
 def _prune(conn: Connection, before: datetime) -> int:
-    """Delete succeeded deliveries older than the retention, and the events left with no
-    delivery; a batch at a time."""
+    """Delete a batch of succeeded deliveries older than the retention, and of the events
+    left with no delivery; how many rows of the larger of the two went."""
     old = (
         select(WebhookDelivery.id)
         .where(
@@ -211,8 +212,8 @@ def _prune(conn: Connection, before: datetime) -> int:
         .order_by(WebhookEvent.id)
         .limit(PRUNE_BATCH)
     )
-    conn.execute(delete(WebhookEvent).where(WebhookEvent.id.in_(orphans)))
-    return pruned
+    dropped = conn.execute(delete(WebhookEvent).where(WebhookEvent.id.in_(orphans))).rowcount
+    return max(pruned, dropped)
 
 
 # --- the sending side -----------------------------------------------------------------------
@@ -247,11 +248,17 @@ async def send(client: httpx.AsyncClient, settings: Settings, webhook: Leased, d
         extensions["sni_hostname"] = url.host
         url = url.copy_with(host=address)
     try:
-        # The answer's body is never read: only its status matters.
-        async with client.stream(
-            "POST", url, content=body, headers=headers, extensions=extensions
-        ) as response:
+        # The whole attempt, not each step of it, gets SEND_TIMEOUT_SECONDS: an attempt must
+        # end well within the lease. The answer's body is never read: only its status matters.
+        async with (
+            asyncio.timeout(SEND_TIMEOUT_SECONDS),
+            client.stream(
+                "POST", url, content=body, headers=headers, extensions=extensions
+            ) as response,
+        ):
             code = response.status_code
+    except TimeoutError:
+        return outcome(None, f"no answer within {SEND_TIMEOUT_SECONDS} s")
     except httpx.HTTPError as exc:
         return outcome(
             None, _error(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
@@ -277,9 +284,11 @@ class Deliverer:
         self.settings = settings
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._pruned_at = 0.0
+        self._stop = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Deliver until `stop` is set."""
+        """Deliver until `stop` is set; a batch in progress ends after its current attempt."""
+        self._stop = stop
         async with new_client() as client:
             while not stop.is_set():
                 try:
@@ -306,7 +315,7 @@ class Deliverer:
     async def _drain(self, client: httpx.AsyncClient, webhook: Leased) -> int:
         sent = 0
         try:
-            while sent < BATCH:
+            while sent < BATCH and not self._stop.is_set():
                 due = await self.database.read(_next_due, webhook.id, utcnow())
                 if due is None:
                     break
@@ -326,7 +335,11 @@ class Deliverer:
             return
         self._pruned_at = time.monotonic()
         before = utcnow() - timedelta(days=self.settings.webhook_retention_days)
-        await self.database.write(_prune, before)
+        # A batch per transaction, so the write lock is held briefly; as many batches as it
+        # takes, up to a bound per round, so the tables shrink faster than orders fill them.
+        for _ in range(PRUNE_ROUNDS):
+            if await self.database.write(_prune, before) < PRUNE_BATCH:
+                break
 
 
 async def serve(settings: Settings) -> None:

@@ -3,7 +3,7 @@
 from fastapi import APIRouter, Response, status
 
 import webhook_service
-from dependencies import AdminUser, DatabaseDep, Pagination, PathId, SettingsDep
+from dependencies import AdminUser, DatabaseDep, NoStore, Pagination, PathId, SettingsDep
 from errors import responses
 from schemas import (
     DeliveryPublic,
@@ -23,6 +23,7 @@ router = APIRouter(prefix="/webhooks", tags=["webhooks"])
     status_code=status.HTTP_201_CREATED,
     response_model=WebhookCreated,
     responses=responses(401, 403),
+    dependencies=[NoStore],  # the answer carries the secret
 )
 async def create_webhook(
     body: WebhookCreate, _admin: AdminUser, database: DatabaseDep, settings: SettingsDep
@@ -49,7 +50,12 @@ async def get_webhook(
     return await database.read(webhook_service.get, webhook_id)
 
 
-@router.patch("/{webhook_id}", response_model=WebhookChanged, responses=responses(401, 403, 404))
+@router.patch(
+    "/{webhook_id}",
+    response_model=WebhookChanged,
+    responses=responses(401, 403, 404),
+    dependencies=[NoStore],  # the answer may carry a new secret
+)
 async def update_webhook(
     webhook_id: PathId,
     body: WebhookUpdate,

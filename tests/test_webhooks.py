@@ -1,5 +1,6 @@
 """Order events and webhooks: the routes, the outbox, and delivery to a real local receiver
-(the delivery loop is driven one round at a time here; tests/system runs it in the server)."""
+(the delivery loop is driven one round at a time here; tests/system/test_webhooks_server.py
+runs it in the real server and in `manage.py deliver-webhooks`)."""
 
 import asyncio
 import json
@@ -113,6 +114,7 @@ def test_a_webhook_is_changed_rotated_and_deleted(client: TestClient, admin: Acc
     rotated = client.patch(path, json={"rotate_secret": True}, headers=admin.headers).json()
     assert rotated["secret"].startswith("whsec_")
     assert rotated["secret"] != created["secret"]
+    assert rotated_response_headers_no_store(client, admin, path)
     assert client.patch(path, json={"url": "nope"}, headers=admin.headers).status_code == 422
     assert client.patch(path, json={"url": None}, headers=admin.headers).status_code == 422
     assert client.delete(path, headers=admin.headers).status_code == 204
@@ -462,3 +464,35 @@ def test_production_connects_to_the_address_it_checked(
     assert request.headers["host"] == f"orders-hook.example:{port}"
     assert lookups == ["orders-hook.example"]
     assert webhook_signing.verify(webhook["secret"], request.headers, request.body)
+
+
+def rotated_response_headers_no_store(client: TestClient, admin: Account, path: str) -> bool:
+    """Answers that show a secret are never cached."""
+    response = client.patch(path, json={"rotate_secret": True}, headers=admin.headers)
+    return response.headers["cache-control"] == "no-store"
+
+
+def test_the_created_answer_is_not_cached(client: TestClient, admin: Account) -> None:
+    body = {"url": "HTTPS://hooks.example.com/Upper", "events": ["order.created"]}
+    response = client.post("/webhooks", json=body, headers=admin.headers)
+    assert response.status_code == 201
+    assert response.headers["cache-control"] == "no-store"
+
+
+def test_pruning_removes_old_succeeded_deliveries_and_their_events(
+    client: TestClient, admin: Account, alice: Account, products: list[dict], hook: Receiver
+) -> None:
+    from webhook_delivery import _prune
+
+    webhook = register(client, admin, hook.url)
+    place_order(client, alice, products[0]["id"])
+    hook.fail_next = 1
+    place_order(client, alice, products[0]["id"])
+    path = f"/webhooks/{webhook['id']}"
+    client.patch(path, json={"events": ["order.finished"]}, headers=admin.headers)
+    place_order(client, alice, products[0]["id"])  # an event no webhook takes
+    assert deliver(client) == 2  # one succeeded, one waits for its retry
+    later = utcnow() + timedelta(days=8)
+    client.app.state.db.write_sync(_prune, later)
+    assert count(client, WebhookDelivery) == 1  # the pending one stays
+    assert count(client, WebhookEvent) == 1  # and its event; the other two went
