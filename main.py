@@ -123,22 +123,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(auth_routes.router)
     app.include_router(product_routes.router)
     app.include_router(webhook_routes.router)
-    app.add_api_route(
-        "/health",
-        health,
-        methods=["GET"],
-        response_model=Health,
-        responses=errors.responses(503),
-        tags=["system"],
-    )
-    app.add_api_route(
-        "/health/ready",
-        ready,
-        methods=["GET"],
-        response_model=Readiness,
-        responses=errors.responses(503),
-        tags=["system"],
-    )
+    for path, endpoint, model in (("/health", health, Health), ("/health/ready", ready, Readiness)):
+        app.add_api_route(
+            path,
+            endpoint,
+            methods=["GET"],
+            response_model=model,
+            responses=errors.responses(503),
+            tags=["system"],
+        )
     fill_descriptions(app, settings)
     return app
 

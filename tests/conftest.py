@@ -132,15 +132,25 @@ def database_url(migrated_template: str, tmp_path: Path, request: pytest.Fixture
     return migrated_template
 
 
-@pytest.fixture
-def settings(database_url: str) -> Settings:
+def test_settings(database_url: str, **overrides: object) -> Settings:
+    """Settings for an app under test: no .env, a fixed key, no start-up migration, and no
+    delivery loop (the webhook tests drive it one round at a time)."""
     return Settings(
         _env_file=None,
         database_url=database_url,
         secret_key=TEST_SECRET,
         migrate_on_startup=False,
         webhook_deliver_in_app=False,
+        **overrides,
     )
+
+
+test_settings.__test__ = False  # a helper, not a test
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return test_settings(database_url)
 
 
 @pytest.fixture(scope="session")
@@ -149,13 +159,7 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> FastAPI:
     0.1 s), which, with an app per test, was most of the suite's time. Tests that need other
     app-wide settings (CORS, a login window) build their own with create_app."""
     return create_app(
-        Settings(
-            _env_file=None,
-            database_url=f"sqlite:///{tmp_path_factory.mktemp('app') / 'replaced-per-test.db'}",
-            secret_key=TEST_SECRET,
-            migrate_on_startup=False,
-            webhook_deliver_in_app=False,
-        )
+        test_settings(f"sqlite:///{tmp_path_factory.mktemp('app') / 'replaced-per-test.db'}")
     )
 
 

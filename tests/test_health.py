@@ -1,7 +1,7 @@
 from fastapi.testclient import TestClient
 
+from conftest import test_settings
 from main import create_app
-from settings import Settings
 
 
 def test_health_reports_database_ok(client: TestClient) -> None:
@@ -12,13 +12,7 @@ def test_health_reports_database_ok(client: TestClient) -> None:
 
 def test_health_is_503_when_database_unreachable(tmp_path) -> None:
     # A directory cannot be opened as a SQLite database: the connection fails.
-    settings = Settings(
-        _env_file=None,
-        database_url=f"sqlite:///{tmp_path}",
-        secret_key="x" * 32,
-        migrate_on_startup=False,
-    )
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(test_settings(f"sqlite:///{tmp_path}"))) as client:
         response = client.get("/health")
     assert response.status_code == 503
     assert response.json()["detail"] == "Database is unreachable"
@@ -52,14 +46,7 @@ def test_ready_when_the_schema_is_at_the_code_revision(client: TestClient) -> No
 
 
 def test_not_ready_before_the_schema_is_migrated(fresh_database_url: str) -> None:
-    settings = Settings(
-        _env_file=None,
-        database_url=fresh_database_url,
-        secret_key="x" * 32,
-        migrate_on_startup=False,
-        webhook_deliver_in_app=False,
-    )
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(test_settings(fresh_database_url))) as client:
         assert client.get("/health").status_code == 200  # alive, but ...
         response = client.get("/health/ready")
         assert response.status_code == 503
@@ -78,14 +65,7 @@ def test_not_ready_before_the_schema_is_migrated(fresh_database_url: str) -> Non
 
 
 def test_not_ready_when_the_database_is_unreachable(tmp_path) -> None:
-    settings = Settings(
-        _env_file=None,
-        database_url=f"sqlite:///{tmp_path}",
-        secret_key="x" * 32,
-        migrate_on_startup=False,
-        webhook_deliver_in_app=False,
-    )
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(test_settings(f"sqlite:///{tmp_path}"))) as client:
         response = client.get("/health/ready")
     assert response.status_code == 503
     assert response.json()["detail"] == "Database is unreachable"

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 from sqlalchemy import func, select, update
 
-from conftest import PASSWORD, TEST_SECRET, Account, login, signup
+from conftest import PASSWORD, Account, login, signup, test_settings
 from models import PasswordResetToken, utcnow
 from password_reset import REQUESTED, token_hash
 from settings import Settings
@@ -31,12 +31,8 @@ def smtp() -> Iterator[Inbox]:
 @pytest.fixture
 def settings(database_url: str, smtp: Inbox) -> Settings:
     """The test's settings, sending mail to the test's SMTP server (plain, no login)."""
-    return Settings(
-        _env_file=None,
-        database_url=database_url,
-        secret_key=TEST_SECRET,
-        migrate_on_startup=False,
-        webhook_deliver_in_app=False,
+    return test_settings(
+        database_url,
         smtp_host="127.0.0.1",
         smtp_port=smtp.port,  # type: ignore[attr-defined]
         smtp_starttls=False,

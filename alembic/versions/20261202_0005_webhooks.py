@@ -3,7 +3,7 @@ webhook_attempts (the delivery log)
 
 Revision ID: 0005
 Revises: 0004
-Create Date: 2026-12-02 14:18:15.295771
+Create Date: 2026-12-02 14:43:11.249234
 
 """
 
@@ -28,11 +28,7 @@ def upgrade() -> None:
         sa.Column("body", sa.Text(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_webhook_events")),
-        sa.UniqueConstraint("uid", name=op.f("uq_webhook_events_uid")),
     )
-    with op.batch_alter_table("webhook_events", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_webhook_events_order_id"), ["order_id"], unique=False)
-
     op.create_table(
         "webhooks",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -123,7 +119,4 @@ def downgrade() -> None:
 
     op.drop_table("webhook_deliveries")
     op.drop_table("webhooks")
-    with op.batch_alter_table("webhook_events", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_webhook_events_order_id"))
-
     op.drop_table("webhook_events")
