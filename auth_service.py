@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+import metrics
 import passwords
 import security
 import throttle
@@ -146,9 +147,11 @@ async def log_in(database: Database, settings: Settings, email: str, password: s
     account = await database.write(_begin_login, settings, email)
     if account is None:
         await security.verify_dummy(password)
+        metrics.failed_logins.inc()
         raise Unauthorized("Incorrect email or password")
     valid, new_hash = await security.verify_password(password, account.password_hash)
     if not valid:
+        metrics.failed_logins.inc()
         raise Unauthorized("Incorrect email or password")
     tokens = await database.write(_record_login, settings, email, account, new_hash)
     if tokens is None:

@@ -20,6 +20,8 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+import metrics
+
 log = logging.getLogger("orders")
 
 
@@ -94,8 +96,11 @@ class Unavailable(Refusal):
         return {"Retry-After": "1"}
 
 
-async def _refusal(_request: Request, exc: Exception) -> JSONResponse:
+async def _refusal(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, Refusal)
+    if isinstance(exc, TooManyRequests):
+        route = getattr(request.scope.get("route"), "path_format", "<no route>")
+        metrics.throttled.labels(route).inc()
     if isinstance(exc, Unprocessable):
         body: object = [{"type": exc.type, "loc": exc.loc, "msg": exc.detail, "input": None}]
     else:

@@ -2,26 +2,29 @@
 
 import asyncio
 import contextlib
+import hmac
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Header, Response
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 from fastapi_offline import FastAPIOffline
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import SQLAlchemyError
+from starlette.concurrency import run_in_threadpool
 
 import auth_routes
 import errors
 import logs
+import metrics
 import order_routes
 import product_routes
 import security
 import webhook_routes
 from database import Database, code_revision, schema_revision, upgrade_to_head
-from dependencies import DatabaseDep
+from dependencies import DatabaseDep, SettingsDep
 from middleware import RequestContext, RequestLimits
 from models import MAX_QUANTITY
 from schemas import PASSWORD_MAX, PASSWORD_MIN, Health, Readiness
@@ -123,6 +126,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(auth_routes.router)
     app.include_router(product_routes.router)
     app.include_router(webhook_routes.router)
+    app.add_api_route(
+        "/metrics",
+        prometheus_metrics,
+        methods=["GET"],
+        response_class=Response,
+        responses={
+            200: {"description": "Prometheus text format", "content": {metrics.CONTENT_TYPE: {}}},
+            **errors.responses(401),
+        },
+        tags=["system"],
+    )
     for path, endpoint, model in (("/health", health, Health), ("/health/ready", ready, Readiness)):
         app.add_api_route(
             path,
@@ -209,6 +223,22 @@ async def health(database: DatabaseDep) -> Health:
     except SQLAlchemyError:
         raise errors.Unavailable("Database is unreachable") from None
     return Health()
+
+
+async def prometheus_metrics(
+    settings: SettingsDep, authorization: Annotated[str | None, Header()] = None
+) -> Response:
+    """Request counts and latencies by route template, method and status; order changes;
+    failed logins; rate-limited requests; webhook deliveries by outcome: the sums of every
+    worker process, whichever answers. With METRICS_TOKEN set, it asks for
+    `Authorization: Bearer <METRICS_TOKEN>` (401 otherwise)."""
+    expected = settings.metrics_token
+    if expected is not None:
+        scheme, _, given = (authorization or "").partition(" ")
+        wanted = expected.get_secret_value().encode()
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), wanted):
+            raise errors.Unauthorized("A valid metrics token is required")
+    return Response(await run_in_threadpool(metrics.scrape), media_type=metrics.CONTENT_TYPE)
 
 
 async def ready(database: DatabaseDep) -> Readiness:

@@ -11,6 +11,7 @@ from starlette.routing import BaseRoute, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import logs
+import metrics
 
 access_log = logging.getLogger("orders.access")
 _VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
@@ -146,7 +147,10 @@ class RequestContext:
             # The route's template, never the raw path: ids stay out of the log's keys.
             path = getattr(scope.get("route"), "path_format", None) or self.templates.of(scope)
             # Until the answer's last byte: background tasks (an email) run after it.
-            duration_ms = round(((answered or time.perf_counter()) - start) * 1000, 2)
+            duration = (answered or time.perf_counter()) - start
+            duration_ms = round(duration * 1000, 2)
+            metrics.requests.labels(scope["method"], path, status).inc()
+            metrics.latency.labels(scope["method"], path).observe(duration)
             access_log.info(
                 "%s %s %s %.2f ms",
                 scope["method"],

@@ -4,12 +4,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response, status
 
+import metrics
 import order_queries
 import order_service
+from database import Database
 from dependencies import CurrentUser, DatabaseDep, OwnedOrder, Pagination, PathId
 from errors import responses
 from models import MAX_ID, OrderStatus
-from schemas import OrderCreate, OrderItemIn, OrderPublic, Page, StatusChangePublic
+from schemas import OrderCreate, OrderItemIn, OrderPublic, Page, StatusChangePublic, UserPublic
 
 router = APIRouter(prefix="/order", tags=["order"], responses=responses(401))
 
@@ -67,6 +69,8 @@ async def create_order(
     if replayed:
         response.status_code = status.HTTP_200_OK
         response.headers["Idempotent-Replayed"] = "true"
+    else:
+        metrics.orders.labels("created").inc()
     return order
 
 
@@ -131,7 +135,7 @@ async def cancel_order(order: OwnedOrder, user: CurrentUser, database: DatabaseD
     """pending → cancelled, giving back the stock the order took. Any other status is 409.
     When requests race to change one order, exactly one wins and the others get 409.
     """
-    return await database.write(order_service.change_status, order.id, user, OrderStatus.cancelled)
+    return await _move(database, order, user, OrderStatus.cancelled)
 
 
 @router.post("/{order_id}/finish", response_model=OrderPublic, responses=responses(404, 409))
@@ -139,7 +143,15 @@ async def finish_order(order: OwnedOrder, user: CurrentUser, database: DatabaseD
     """pending → finished, for an order with at least one line. Any other status, or no lines,
     is 409. When requests race, exactly one wins.
     """
-    return await database.write(order_service.change_status, order.id, user, OrderStatus.finished)
+    return await _move(database, order, user, OrderStatus.finished)
+
+
+async def _move(
+    database: Database, order: OrderPublic, user: UserPublic, target: OrderStatus
+) -> OrderPublic:
+    moved = await database.write(order_service.change_status, order.id, user, target)
+    metrics.orders.labels(target.value).inc()  # committed
+    return moved
 
 
 @router.get(

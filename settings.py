@@ -71,6 +71,8 @@ class Settings(BaseSettings):
     # attempt (a 10 s send after a 5 s lookup), or two processes could send at once.
     webhook_lease_seconds: float = Field(default=30, gt=0)
     webhook_retention_days: int = Field(default=7, ge=1)
+    # GET /metrics asks for `Authorization: Bearer <METRICS_TOKEN>` when this is set.
+    metrics_token: SecretStr | None = None
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
 

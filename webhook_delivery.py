@@ -27,6 +27,7 @@ from sqlalchemy import Connection, delete, exists, insert, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 import logs
+import metrics
 import webhook_signing
 import webhook_urls
 from database import Database
@@ -50,6 +51,12 @@ PRUNE_EVERY_SECONDS = 60
 PRUNE_BATCH = 500
 PRUNE_ROUNDS = 100  # batches per pruning round at most
 MAX_ERROR_CHARS = 500
+# An attempt's outcome, as the metrics count it, by the status it leaves its delivery in.
+OUTCOMES = {
+    DeliveryStatus.succeeded: "succeeded",
+    DeliveryStatus.pending: "retrying",
+    DeliveryStatus.failed: "failed",
+}
 
 
 @dataclass(frozen=True)
@@ -137,9 +144,10 @@ def _record(
     webhook_id: int,
     due: Due,
     outcome: Outcome,
-) -> bool:
-    """Store an attempt and its consequence, and renew the lease; False when the lease is no
-    longer ours (the webhook was deleted, or we were too slow and another process took it)."""
+) -> DeliveryStatus | None:
+    """Store an attempt and its consequence, and renew the lease: the delivery's status now,
+    or None when the lease is no longer ours (the webhook was deleted, or we were too slow
+    and another process took it over)."""
     now = utcnow()
     kept = conn.execute(
         update(Webhook)
@@ -147,7 +155,7 @@ def _record(
         .values(lease_until=now + timedelta(seconds=settings.webhook_lease_seconds))
     ).rowcount
     if not kept:
-        return False
+        return None
     conn.execute(
         insert(WebhookAttempt).values(
             delivery_id=due.delivery_id,
@@ -158,15 +166,11 @@ def _record(
         )
     )
     attempts = due.attempts + 1
-    values: dict[str, object] = {
-        "attempts": attempts,
-        "last_status_code": outcome.status_code,
-        "last_error": outcome.error,
-    }
+    status, retry = DeliveryStatus.pending, None
     if outcome.ok:
-        values |= {"status": DeliveryStatus.succeeded, "delivered_at": now, "next_attempt_at": None}
+        status = DeliveryStatus.succeeded
     elif attempts >= settings.webhook_max_attempts:
-        values |= {"status": DeliveryStatus.failed, "next_attempt_at": None}
+        status = DeliveryStatus.failed
         log.error(
             "Webhook %s: delivery %s failed for good after %s attempts (last: %s)",
             webhook_id,
@@ -176,11 +180,19 @@ def _record(
         )
     else:
         retry = now + timedelta(seconds=backoff_seconds(settings, attempts))
-        values["next_attempt_at"] = retry
     conn.execute(
-        update(WebhookDelivery).where(WebhookDelivery.id == due.delivery_id).values(values)
+        update(WebhookDelivery)
+        .where(WebhookDelivery.id == due.delivery_id)
+        .values(
+            status=status,
+            attempts=attempts,
+            last_status_code=outcome.status_code,
+            last_error=outcome.error,
+            next_attempt_at=retry,
+            delivered_at=now if outcome.ok else None,
+        )
     )
-    return True
+    return status
 
 
 def _release(conn: Connection, webhook_id: int, owner: str) -> None:
@@ -321,11 +333,12 @@ class Deliverer:
                     break
                 outcome = await send(client, self.settings, webhook, due)
                 sent += 1
-                kept = await self.database.write(
+                now = await self.database.write(
                     _record, self.settings, self.owner, webhook.id, due, outcome
                 )
-                if not kept:
+                if now is None:
                     return sent
+                metrics.webhook_deliveries.labels(OUTCOMES[now]).inc()
         finally:
             await self.database.write(_release, webhook.id, self.owner)
         return sent
