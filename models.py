@@ -154,7 +154,11 @@ class Order(Base):
     __tablename__ = "orders"
     __table_args__ = (
         CheckConstraint(f"status IN ({STATUS_VALUES})", name="status_valid"),
+        # One for each filter of GET /order, each ending in the key the pages run down.
         Index("ix_orders_user_id_id", "user_id", "id"),
+        Index("ix_orders_status_id", "status", "id"),
+        Index("ix_orders_user_id_status_id", "user_id", "status", "id"),
+        Index("ix_orders_created_at", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -3,10 +3,12 @@
 These are the hottest paths of the API, so they skip the ORM's identity map and relationship
 loaders: a Core SELECT joins each order to its lines and product names, and the rows are
 folded into `OrderPublic` objects by one pydantic validation. A page of orders costs two
-queries (count and rows) whatever its size.
+queries (count and rows) whatever its size, and a keyset page one.
 """
 
 from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime
 from decimal import Decimal
 from functools import cache
 from typing import Any
@@ -14,7 +16,7 @@ from typing import Any
 from pydantic import TypeAdapter
 from sqlalchemy import ColumnElement, Connection, bindparam, func, select
 
-from models import Order, OrderItem, OrderStatus, OrderStatusChange, Product
+from models import Order, OrderItem, OrderStatus, OrderStatusChange, Product, UTCDateTime
 from precompiled import Precompiled
 from schemas import OrderPublic, StatusChangePublic
 
@@ -69,15 +71,34 @@ def history(conn: Connection, order_id: int) -> list[StatusChangePublic]:
     return _HISTORY_ENTRIES.validate_python(rows)
 
 
+@dataclass(frozen=True)
+class OrderFilter:
+    """What a list of orders is restricted to; None: not restricted by it."""
+
+    user_id: int | None = None
+    status: OrderStatus | None = None
+    created_from: datetime | None = None
+    created_to: datetime | None = None
+
+
 @cache
-def _page_statements(by_user: bool, by_status: bool) -> tuple[Precompiled, Precompiled]:
-    """The count and the rows of a page, for one combination of filters."""
+def _page_statements(
+    by_user: bool, by_status: bool, by_from: bool, by_to: bool, keyset: bool
+) -> tuple[Precompiled, Precompiled]:
+    """The count and the rows of a page, for one combination of filters. A keyset page
+    (`keyset`) starts after the id `after`, by the primary key, whatever its depth."""
     filters: list[ColumnElement[bool]] = []
     if by_user:
         filters.append(Order.user_id == bindparam("user_id"))
     if by_status:
         filters.append(Order.status == bindparam("status", type_=Order.status.type))
+    if by_from:
+        filters.append(Order.created_at >= bindparam("created_from", type_=UTCDateTime()))
+    if by_to:
+        filters.append(Order.created_at <= bindparam("created_to", type_=UTCDateTime()))
     count = select(func.count()).select_from(Order).where(*filters)
+    if keyset:
+        filters.append(Order.id < bindparam("after"))
     ids = (
         select(Order.id)
         .where(*filters)
@@ -92,17 +113,26 @@ def _page_statements(by_user: bool, by_status: bool) -> tuple[Precompiled, Preco
 
 def page(
     conn: Connection,
+    where: OrderFilter,
     *,
-    user_id: int | None,
-    status: OrderStatus | None,
     limit: int,
-    offset: int,
-) -> tuple[list[OrderPublic], int]:
-    """Newest first; `user_id=None` means every user's orders."""
-    count, rows = _page_statements(user_id is not None, status is not None)
-    params = {"user_id": user_id, "status": status, "limit": limit, "offset": offset}
-    ((total,),) = count.all(conn, params)
-    return _assemble(rows.all(conn, params)), total
+    offset: int = 0,
+    after: int | None = None,
+) -> tuple[list[OrderPublic], int | None, bool]:
+    """Newest first: the orders, their total (None on a keyset page, where counting every
+    match is what makes deep pages slow), and whether more follow."""
+    count, rows = _page_statements(
+        where.user_id is not None,
+        where.status is not None,
+        where.created_from is not None,
+        where.created_to is not None,
+        after is not None,
+    )
+    # One more than the page: whether another page follows, without counting.
+    params = {**asdict(where), "after": after, "limit": limit + 1, "offset": offset}
+    total = None if after is not None else count.all(conn, params)[0][0]
+    orders = _assemble(rows.all(conn, params))
+    return orders[:limit], total, len(orders) > limit
 
 
 def line_total(unit_price: Decimal, quantity: int) -> Decimal:

@@ -3,15 +3,18 @@
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response, status
+from pydantic import AwareDatetime
 
+import cursors
 import metrics
 import order_queries
 import order_service
 from database import Database
-from dependencies import CurrentUser, DatabaseDep, OwnedOrder, Pagination, PathId
-from errors import responses
+from dependencies import CurrentUser, DatabaseDep, OwnedOrder, Pagination, PathId, SettingsDep
+from errors import Unprocessable, responses
 from models import MAX_ID, OrderStatus
-from schemas import OrderCreate, OrderItemIn, OrderPublic, Page, StatusChangePublic, UserPublic
+from order_queries import OrderFilter
+from schemas import OrderCreate, OrderItemIn, OrderPage, OrderPublic, StatusChangePublic, UserPublic
 
 router = APIRouter(prefix="/order", tags=["order"], responses=responses(401))
 
@@ -74,23 +77,64 @@ async def create_order(
     return order
 
 
-@router.get("", response_model=Page[OrderPublic], responses=responses(403))
+@router.get("", response_model=OrderPage, responses=responses(403))
 async def list_orders(
     user: CurrentUser,
     database: DatabaseDep,
+    settings: SettingsDep,
     page: Pagination,
     status_filter: Annotated[OrderStatus | None, Query(alias="status")] = None,
     user_id: Annotated[int | None, Query(gt=0, le=MAX_ID, description="Admins only")] = None,
-) -> Page[OrderPublic]:
-    """The caller's orders, newest first; admins see everyone's and may filter by `user_id`."""
-    orders, total = await database.read(
-        order_queries.page,
+    created_from: Annotated[
+        AwareDatetime | None, Query(description="Created at or after (ISO 8601 with offset)")
+    ] = None,
+    created_to: Annotated[
+        AwareDatetime | None, Query(description="Created at or before (ISO 8601 with offset)")
+    ] = None,
+    cursor: Annotated[
+        str | None,
+        Query(max_length=cursors.MAX_LENGTH, description="`next_cursor` of the page before"),
+    ] = None,
+) -> OrderPage:
+    """The caller's orders, newest first; admins see everyone's and may filter by `user_id`.
+
+    Each page carries `next_cursor`: pass it as `cursor`, with the same filters, for the next
+    page, which then costs the same however deep it is, and neither repeats nor skips an
+    order while new ones arrive (its `total` is null: counting every match is what makes
+    deep pages slow). `offset` pages still work; `cursor` with an `offset` is 422, and so is
+    a cursor another list gave.
+    """
+    where = OrderFilter(
         user_id=order_service.listed_owner(user, user_id),
         status=status_filter,
-        limit=page.limit,
-        offset=page.offset,
+        created_from=created_from,
+        created_to=created_to,
     )
-    return Page[OrderPublic](items=orders, total=total, limit=page.limit, offset=page.offset)
+    # A cursor belongs to the list of one caller with one set of filters.
+    scope = f"{user.id}|{where}"
+    after = None
+    if cursor is not None:
+        if page.offset:
+            raise Unprocessable(
+                "Send either cursor or offset, not both",
+                loc=["query", "offset"],
+                type="cursor_with_offset",
+            )
+        try:
+            after = cursors.read(settings.secret_key, scope, cursor)
+        except cursors.InvalidCursor as exc:
+            raise Unprocessable(
+                f"Invalid cursor: {exc} (ask again without it)",
+                loc=["query", "cursor"],
+                type="cursor_invalid",
+            ) from None
+    orders, total, more = await database.read(
+        order_queries.page, where, limit=page.limit, offset=page.offset, after=after
+    )
+    following = cursors.make(settings.secret_key, scope, orders[-1].id) if more else None
+    return OrderPage(
+        items=orders, total=total, limit=page.limit, offset=page.offset, next_cursor=following
+    )
 
 
 @router.get("/{order_id}", response_model=OrderPublic, responses=responses(404))

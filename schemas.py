@@ -439,6 +439,16 @@ class OrderPublic(Output):
     updated_at: datetime
 
 
+class OrderPage(BaseModel):
+    items: list[OrderPublic]
+    total: int | None = Field(description="Every match; null on a page fetched with `cursor`")
+    limit: int
+    offset: int
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the page after this one; null on the last page"
+    )
+
+
 class StatusChangePublic(Output):
     from_status: OrderStatus | None
     to_status: OrderStatus

@@ -47,8 +47,10 @@ EXAMPLES_PER_OPERATION = 30
 # does not exist or is inactive, a merged quantity over the line limit, a common password or
 # the email as password, an email at a reserved domain (JSON Schema's "email" format allows
 # `.test`; email-validator does not), text with control characters, lone surrogates or
-# nothing visible, a URL with spaces or a password in it. They run every other check.
+# nothing visible, a URL with spaces or a password in it, a page cursor this app did not
+# make. They run every other check.
 SEMANTIC_422 = {
+    "GET /order",
     "POST /order",
     "POST /order/{order_id}/items",
     "POST /auth/signup",

@@ -572,7 +572,8 @@ def test_list_orders_is_a_page_newest_first(client: TestClient, alice: Account) 
     response = list_orders(client, alice)
     assert response.status_code == 200
     page = response.json()
-    assert set(page) == {"items", "total", "limit", "offset"}
+    assert set(page) == {"items", "total", "limit", "offset", "next_cursor"}
+    assert page["next_cursor"] is None  # the last page
     assert page["total"] == 3
     assert page["limit"] == 20
     assert page["offset"] == 0
