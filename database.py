@@ -213,6 +213,14 @@ class Database:
             return self._read_inline(query, *args, **kwargs)
         return await run_in_threadpool(self.read_sync, query, *args, **kwargs)
 
+    async def read_heavy(
+        self, query: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """`read` for a query whose cost grows with the data (a count, a deep offset): always
+        on the thread pool, where SQLite steps without holding the GIL, so however long it
+        takes it never stalls the other requests of the worker."""
+        return await run_in_threadpool(self.read_sync, query, *args, **kwargs)
+
     async def write(
         self, command: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
     ) -> T:

@@ -128,7 +128,10 @@ async def list_orders(
                 loc=["query", "cursor"],
                 type="cursor_invalid",
             ) from None
-    orders, total, more = await database.read(
+    # A keyset page costs what its size does; an offset page counts every match and skips
+    # `offset` of them, which grows with the data, so it runs off the event loop.
+    read = database.read if after is not None else database.read_heavy
+    orders, total, more = await read(
         order_queries.page, where, limit=page.limit, offset=page.offset, after=after
     )
     following = cursors.make(settings.secret_key, scope, orders[-1].id) if more else None
