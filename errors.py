@@ -229,6 +229,7 @@ _HEADERS = {
             "schema": {"type": "integer"},
         }
     },
+    503: {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}},
 }
 
 

@@ -3,21 +3,23 @@
 prometheus-client's multiprocess mode: each process writes its samples to files in one
 directory and a scrape, answered by any worker, adds up the files of all of them. The
 directory is PROMETHEUS_MULTIPROC_DIR when the deployment sets it (and then empties it at
-each start); otherwise one of our own per server, named after the process group that uvicorn's
-workers share with their supervisor, so a restart starts from zero. Only counters and
-histograms are kept: their sums stay right when a worker exits.
+each start); otherwise one of our own per server under .metrics/, named after the process
+group that uvicorn's workers share with their supervisor, so a restart starts from zero.
+Only counters and histograms are kept: their sums stay right when a worker exits.
 """
 
 import os
 import shutil
-import tempfile
-from pathlib import Path
+
+from settings import BASE_DIR
 
 _PREFIX = "orders-metrics-"
 
 
 def _own_directory() -> str:
-    base = Path(tempfile.gettempdir())
+    # In the checkout, not in a world-writable temp directory another user could prepare.
+    base = BASE_DIR / ".metrics"
+    base.mkdir(mode=0o700, exist_ok=True)
     for stale in base.glob(f"{_PREFIX}*"):  # left by servers that have stopped
         try:
             os.killpg(int(stale.name.removeprefix(_PREFIX)), 0)

@@ -84,6 +84,15 @@ class Settings(BaseSettings):
             data["cors_origins"] = [o.strip() for o in origins.split(",") if o.strip()]
         return data
 
+    @field_validator("metrics_token", mode="before")
+    @classmethod
+    def _metrics_token_is_long_or_unset(cls, token: object) -> object:
+        if token in ("", None):
+            return None  # METRICS_TOKEN= (empty) leaves /metrics open, as unset does
+        if len(str(token)) < 16:
+            raise ValueError("METRICS_TOKEN must be at least 16 characters")
+        return token
+
     @field_validator("password_reset_url")
     @classmethod
     def _reset_url_has_a_token(cls, url: str | None) -> str | None:

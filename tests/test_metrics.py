@@ -93,3 +93,12 @@ def test_a_metrics_token_is_required_when_set(client: TestClient, settings: Sett
     right = client.get("/metrics", headers={"Authorization": "Bearer scrape-secret"})
     assert right.status_code == 200
     assert "http_requests_total" in right.text
+
+
+def test_an_empty_metrics_token_means_none_and_a_short_one_is_refused() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    assert Settings(_env_file=None, secret_key="k" * 32, metrics_token="").metrics_token is None
+    with pytest.raises(ValidationError, match="METRICS_TOKEN"):
+        Settings(_env_file=None, secret_key="k" * 32, metrics_token="short")
