@@ -129,8 +129,11 @@ async def list_orders(
                 type="cursor_invalid",
             ) from None
     # A keyset page costs what its size does; an offset page counts every match and skips
-    # `offset` of them, which grows with the data, so it runs off the event loop.
-    read = database.read if after is not None else database.read_heavy
+    # `offset` of them, which grows with the data: off the event loop once the data is large.
+    inline = after is not None or (
+        database.inline and await database.read(order_queries.small_enough_inline)
+    )
+    read = database.read if inline else database.read_heavy
     orders, total, more = await read(
         order_queries.page, where, limit=page.limit, offset=page.offset, after=after
     )

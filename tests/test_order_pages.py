@@ -220,3 +220,31 @@ def test_the_indexes_exist(client: TestClient) -> None:
         lambda conn: {index["name"] for index in inspect(conn).get_indexes("orders")}
     )
     assert {"ix_orders_user_id_id", "ix_orders_status_id", "ix_orders_created_at"} <= names
+
+
+def test_offset_pages_of_a_large_table_run_off_the_event_loop(
+    client: TestClient, alice: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import order_queries
+    from database import Database
+
+    place(client, alice)
+    place(client, alice)
+    heavy: list[str] = []
+    original = Database.read_heavy
+
+    async def recording(self: Database, query: object, *args: object, **kwargs: object) -> object:
+        heavy.append(getattr(query, "__name__", ""))
+        return await original(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(Database, "read_heavy", recording)
+    cursor = list_orders(client, alice, limit=1).json()["next_cursor"]
+    assert heavy == ([] if client.app.state.db.inline else ["page"])
+    monkeypatch.setattr(order_queries, "INLINE_ORDERS", 0)  # as if the table were large
+    assert list_orders(client, alice, limit=1).status_code == 200
+    assert heavy[-1] == "page"
+    count = len(heavy)
+    assert cursor is not None
+    keyset = list_orders(client, alice, limit=1, cursor=cursor)  # stays inline
+    assert keyset.status_code == 200
+    assert len(heavy) == count

@@ -41,6 +41,7 @@ def test_order_list_runs_a_constant_number_of_queries(
     admin: Account,
     products: list[dict],
     statements: list[str],
+    database_url: str,
 ) -> None:
     items = [{"product_id": p["id"], "quantity": 1} for p in products]
     for _ in range(25):
@@ -58,8 +59,9 @@ def test_order_list_runs_a_constant_number_of_queries(
             assert all(len(order["items"]) == 3 for order in response.json()["items"])
             counts[(limit, who.email)] = len(statements)
     assert len(set(counts.values())) == 1, counts
-    # the current user, the count, and the page with its lines
-    assert set(counts.values()) == {3}
+    # the current user, the count, and the page with its lines; on SQLite first the newest
+    # id, which says whether the count may run on the event loop
+    assert set(counts.values()) == {4 if database_url.startswith("sqlite") else 3}
 
 
 def test_one_order_is_read_in_one_query(
