@@ -10,6 +10,7 @@ Only counters and histograms are kept: their sums stay right when a worker exits
 
 import os
 import shutil
+import tempfile
 
 from settings import BASE_DIR
 
@@ -19,7 +20,10 @@ _PREFIX = "orders-metrics-"
 def _own_directory() -> str:
     # In the checkout, not in a world-writable temp directory another user could prepare.
     base = BASE_DIR / ".metrics"
-    base.mkdir(mode=0o700, exist_ok=True)
+    try:
+        base.mkdir(mode=0o700, exist_ok=True)
+    except OSError:  # a read-only checkout: this process's own, private directory
+        return tempfile.mkdtemp(prefix=_PREFIX)
     for stale in base.glob(f"{_PREFIX}*"):  # left by servers that have stopped
         try:
             os.killpg(int(stale.name.removeprefix(_PREFIX)), 0)

@@ -2,8 +2,8 @@
 
 These are the hottest paths of the API, so they skip the ORM's identity map and relationship
 loaders: a Core SELECT joins each order to its lines and product names, and the rows are
-folded into `OrderPublic` objects by one pydantic validation. A page of orders costs two
-queries (count and rows) whatever its size, and a keyset page one.
+folded into `OrderPublic` objects by one pydantic validation. An offset page of orders costs
+two queries (count and rows) whatever its size, a keyset page one.
 """
 
 from collections.abc import Iterable, Sequence

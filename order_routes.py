@@ -1,5 +1,6 @@
 """/order: a customer's orders and their items. The rules live in order_service."""
 
+from datetime import UTC
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response, status
@@ -107,8 +108,9 @@ async def list_orders(
     where = OrderFilter(
         user_id=order_service.listed_owner(user, user_id),
         status=status_filter,
-        created_from=created_from,
-        created_to=created_to,
+        # In UTC: one instant is one filter, however its offset was written.
+        created_from=created_from and created_from.astimezone(UTC),
+        created_to=created_to and created_to.astimezone(UTC),
     )
     # A cursor belongs to the list of one caller with one set of filters.
     scope = f"{user.id}|{where}"

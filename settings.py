@@ -89,7 +89,7 @@ class Settings(BaseSettings):
     def _metrics_token_is_long_or_unset(cls, token: object) -> object:
         if token in ("", None):
             return None  # METRICS_TOKEN= (empty) leaves /metrics open, as unset does
-        if len(str(token)) < 16:
+        if len(str(token).strip()) < 16:
             raise ValueError("METRICS_TOKEN must be at least 16 characters")
         return token
 

@@ -248,3 +248,14 @@ def test_offset_pages_of_a_large_table_run_off_the_event_loop(
     keyset = list_orders(client, alice, limit=1, cursor=cursor)  # stays inline
     assert keyset.status_code == 200
     assert len(heavy) == count
+
+
+def test_a_cursor_holds_for_the_same_instant_written_with_another_offset(
+    client: TestClient, alice: Account
+) -> None:
+    for _ in range(3):
+        place(client, alice)
+    since = "2020-01-01T00:00:00+00:00"
+    cursor = list_orders(client, alice, limit=1, created_from=since).json()["next_cursor"]
+    same = "2020-01-01T01:00:00+01:00"
+    assert list_orders(client, alice, limit=1, created_from=same, cursor=cursor).status_code == 200
