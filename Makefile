@@ -7,10 +7,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 RUNTIME := $(VENV)/.runtime-installed
 DEV := $(VENV)/.dev-installed
+BENCH := $(VENV)/.bench-installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint format migrate bench openapi seed-demo screenshot
+.PHONY: run test lint format migrate bench bench-scale openapi seed-demo screenshot
 
 $(RUNTIME): requirements.txt constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +21,10 @@ $(RUNTIME): requirements.txt constraints.txt
 
 $(DEV): $(RUNTIME) requirements-dev.txt
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt -c constraints.txt
+	touch $@
+
+$(BENCH): $(DEV) requirements-bench.txt
+	$(BIN)/python -m pip install --quiet -r requirements-bench.txt -c constraints.txt
 	touch $@
 
 run: $(RUNTIME)
@@ -47,6 +52,10 @@ screenshot: $(DEV)
 
 bench: $(DEV)
 	$(BIN)/python -m bench.run
+
+# GET /order at 1k, 10k, 100k and 1M orders; PostgreSQL too when SCALE_DATABASE_URL is set.
+bench-scale: $(BENCH)
+	$(BIN)/python -m bench.scale
 
 migrate: $(RUNTIME)
 	$(BIN)/alembic upgrade head
