@@ -159,6 +159,7 @@ class Order(Base):
         Index("ix_orders_status_id", "status", "id"),
         Index("ix_orders_user_id_status_id", "user_id", "status", "id"),
         Index("ix_orders_created_at", "created_at"),
+        Index("ix_orders_user_id_created_at", "user_id", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

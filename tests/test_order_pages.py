@@ -219,7 +219,13 @@ def test_the_indexes_exist(client: TestClient) -> None:
     names = client.app.state.db.read_sync(
         lambda conn: {index["name"] for index in inspect(conn).get_indexes("orders")}
     )
-    assert {"ix_orders_user_id_id", "ix_orders_status_id", "ix_orders_created_at"} <= names
+    assert {
+        "ix_orders_user_id_id",
+        "ix_orders_status_id",
+        "ix_orders_user_id_status_id",
+        "ix_orders_created_at",
+        "ix_orders_user_id_created_at",
+    } <= names
 
 
 def test_offset_pages_of_a_large_table_run_off_the_event_loop(
