@@ -330,11 +330,13 @@ def set_password(
     password reset token is void, and the email's failed logins are forgotten."""
     throttle.clear(conn, login_limit(settings), email)
     conn.execute(update(User).where(User.id == user_id).values(password_hash=password_hash))
-    conn.execute(delete(PasswordResetToken).where(PasswordResetToken.user_id == user_id))
     _revoke_all(conn, user_id)
 
 
 def _revoke_all(conn: Connection, user_id: int) -> None:
+    """End every way into the account but its password: its refresh tokens and a pending
+    password reset (neither comes back with a reactivation)."""
+    conn.execute(delete(PasswordResetToken).where(PasswordResetToken.user_id == user_id))
     conn.execute(
         update(RefreshToken)
         .where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))
@@ -362,9 +364,7 @@ def update_user(
     if row is None:
         raise NotFound("User not found")
     if values.get("is_active") is False:
-        # Reactivation brings back neither the sessions nor a pending password reset.
         _revoke_all(conn, user_id)
-        conn.execute(delete(PasswordResetToken).where(PasswordResetToken.user_id == user_id))
     return _user(row)
 
 
