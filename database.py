@@ -1,12 +1,17 @@
 """The unit of work, the engine and migrations: everything that knows which database is behind
 the app, and the only module that begins, commits or rolls back a transaction."""
 
+import asyncio
+import contextvars
 import logging
+import os
 import sqlite3
+import sys
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 from typing import Concatenate, ParamSpec, TypeVar
 
@@ -31,6 +36,20 @@ T = TypeVar("T")
 IMMEDIATE = "sqlite_begin_immediate"
 
 _WRITE_LOCKS: dict[str, threading.Lock] = {}
+
+# Heavy reads (a count, a deep offset) of one worker run at most this many at a time; a burst
+# of them waits its turn instead of taking every thread and connection the other requests use.
+HEAVY_READ_THREADS = 4
+# ... and on threads the OS schedules after the worker's others (nice +10, Linux): a request
+# the event loop serves gets the CPU back within a scheduler tick, not after a slice of a scan.
+HEAVY_READ_NICENESS = 10
+
+
+def _lower_this_threads_priority() -> None:
+    # On Linux, setpriority with a thread id renices that thread only; elsewhere it would
+    # renice the process (or fail), so heavy reads there run at normal priority.
+    if sys.platform == "linux":
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HEAVY_READ_NICENESS)
 
 
 class WriteLockBusy(Exception):
@@ -204,6 +223,7 @@ class Database:
         self.inline = self.engine.dialect.name == "sqlite"
         self._kept = threading.local()
         self._kept_connections: list[Connection] = []
+        self._heavy: ThreadPoolExecutor | None = None  # made on the first heavy read
 
     async def read(
         self, query: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
@@ -216,10 +236,17 @@ class Database:
     async def read_heavy(
         self, query: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
-        """`read` for a query whose cost grows with the data (a count, a deep offset): always
-        on the thread pool, where SQLite steps without holding the GIL, so however long it
-        takes it never stalls the other requests of the worker."""
-        return await run_in_threadpool(self.read_sync, query, *args, **kwargs)
+        """`read` for a query whose cost grows with the data (a count, a deep offset): never on
+        the event loop, always on a thread of the heavy reads' own pool (a few, at a lower
+        priority), where SQLite steps without holding the GIL, so however long it takes it
+        never stalls the other requests of the worker."""
+        if self._heavy is None:
+            self._heavy = ThreadPoolExecutor(
+                HEAVY_READ_THREADS, "heavy-read", initializer=_lower_this_threads_priority
+            )
+        # In the request's context (its id for the log lines), as run_in_threadpool does.
+        call = partial(contextvars.copy_context().run, self.read_sync, query, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self._heavy, call)
 
     async def write(
         self, command: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
@@ -316,6 +343,9 @@ class Database:
         conn.close()
 
     def dispose(self) -> None:
+        if self._heavy is not None:
+            self._heavy.shutdown(wait=True, cancel_futures=True)
+            self._heavy = None
         for conn in self._kept_connections:
             conn.close()
         self._kept_connections.clear()

@@ -2,6 +2,7 @@
 writer at a time on SQLite."""
 
 import asyncio
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -202,3 +203,37 @@ def test_sqlite_timestamp_text_is_read_as_utc(
     text_value: str | None, expected: datetime | None
 ) -> None:
     assert _sqlite_utc(text_value) == expected
+
+
+def test_heavy_reads_run_a_few_at_a_time_on_lower_priority_threads(database_url: str) -> None:
+    import database
+
+    db = Database(Settings(_env_file=None, database_url=database_url, secret_key="k" * 32))
+    running = 0
+    most = 0
+    lock = threading.Lock()
+
+    def scan(conn: Connection) -> tuple[str, int, object]:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        time.sleep(0.05)
+        with lock:
+            running -= 1
+        niceness = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        return threading.current_thread().name, niceness, conn.scalar(select(literal(1)))
+
+    async def burst() -> list[tuple[str, int, object]]:
+        reads = [db.read_heavy(scan) for _ in range(3 * database.HEAVY_READ_THREADS)]
+        return await asyncio.gather(*reads)
+
+    try:
+        results = asyncio.run(burst())
+    finally:
+        db.dispose()
+    assert most == database.HEAVY_READ_THREADS
+    assert {name.split("_")[0] for name, _, _ in results} == {"heavy-read"}
+    assert {value for _, _, value in results} == {1}
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    assert {niceness for _, niceness, _ in results} == {min(own + database.HEAVY_READ_NICENESS, 19)}
