@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 from fastapi import FastAPI
-from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text, update
 from sqlalchemy.engine import make_url
+
+from asgi_client import TestClient
 
 os.environ.setdefault("SECRET_KEY", "test-only-secret-key-of-at-least-32-bytes")
 

@@ -14,9 +14,9 @@ from datetime import datetime, timedelta
 
 import httpx2 as httpx
 import pytest
-from fastapi.testclient import TestClient
 from jose import jws, jwt
 
+from asgi_client import TestClient
 from conftest import PASSWORD, TEST_SECRET, Account, login, make_account, signup
 from main import create_app
 from settings import Settings

@@ -7,7 +7,6 @@ authentication must not be ignored."""
 from collections import Counter
 
 import schemathesis
-from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -25,6 +24,7 @@ from schemathesis.specs.openapi.checks import (
     use_after_free,
 )
 
+from asgi_client import TestClient
 from conftest import Account, backend_of, report
 
 CHECKS = [

@@ -10,10 +10,10 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
-from fastapi.testclient import TestClient
 from jose import jwt
 from sqlalchemy import func, insert, select
 
+from asgi_client import TestClient
 from conftest import PASSWORD, TEST_SECRET, Account, login, signup
 from main import create_app
 from middleware import MAX_HEADER_BYTES

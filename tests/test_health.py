@@ -1,5 +1,4 @@
-from fastapi.testclient import TestClient
-
+from asgi_client import TestClient
 from conftest import test_settings
 from main import create_app
 

@@ -3,8 +3,8 @@
 import json
 
 import pytest
-from fastapi.testclient import TestClient
 
+from asgi_client import TestClient
 from conftest import Account
 from errors import MAX_LISTED_ERRORS
 from middleware import MAX_BODY_BYTES

@@ -5,8 +5,8 @@ to its stock."""
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from fastapi.testclient import TestClient
 
+from asgi_client import TestClient
 from conftest import Account
 
 

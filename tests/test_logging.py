@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import PlainTextResponse
-from fastapi.testclient import TestClient
 from starlette.staticfiles import StaticFiles
 
 import logs
+from asgi_client import TestClient
 from conftest import PASSWORD, Account
 from middleware import RequestContext
 

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
 
 import manage as manage_module
+from asgi_client import TestClient
 from conftest import PASSWORD, login, signup
 
 REPO = Path(__file__).resolve().parent.parent

@@ -2,10 +2,10 @@
 
 import asyncio
 
-from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
+from asgi_client import TestClient
 from conftest import Account
 from settings import Settings
 from webhook_delivery import Deliverer

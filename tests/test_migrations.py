@@ -11,12 +11,12 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from fastapi.testclient import TestClient
 from sqlalchemy import Connection, bindparam, inspect, text
 
 import inventory
 import order_queries
 import product_service
+from asgi_client import TestClient
 from conftest import BACKENDS, TEST_SECRET
 from database import (
     Database,

@@ -3,9 +3,8 @@
 import json
 from pathlib import Path
 
-from fastapi.testclient import TestClient
-
 import manage
+from asgi_client import TestClient
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -4,9 +4,9 @@ every filter uses (checked in the query plans, so a later change cannot silently
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from fastapi.testclient import TestClient
 from sqlalchemy import inspect, update
 
+from asgi_client import TestClient
 from conftest import Account
 from models import Order
 from test_orders import list_orders, place

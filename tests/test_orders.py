@@ -9,9 +9,9 @@ from decimal import Decimal
 from functools import partial
 
 import pytest
-from fastapi.testclient import TestClient
 from httpx2 import Response
 
+from asgi_client import TestClient
 from conftest import Account, make_account
 
 MONEY = re.compile(r"^\d+\.\d{2}$")

@@ -6,10 +6,10 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
 from pydantic import SecretStr
 from sqlalchemy import func, select, update
 
+from asgi_client import TestClient
 from conftest import PASSWORD, Account, login, signup, test_settings
 from models import PasswordResetToken, utcnow
 from password_reset import REQUESTED, token_hash

@@ -5,10 +5,10 @@ import asyncio
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from fastapi.testclient import TestClient
 from sqlalchemy import Connection, Select, bindparam, delete, event, insert, select, text
 
 import order_queries
+from asgi_client import TestClient
 from conftest import Account, signup
 from models import Order, OrderStatus, OrderStatusChange, User
 from precompiled import Precompiled

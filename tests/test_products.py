@@ -1,6 +1,6 @@
 import pytest
-from fastapi.testclient import TestClient
 
+from asgi_client import TestClient
 from conftest import Account
 
 

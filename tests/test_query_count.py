@@ -1,9 +1,9 @@
 """The list route costs the same number of SQL statements whatever the page size."""
 
 import pytest
-from fastapi.testclient import TestClient
 from sqlalchemy import event
 
+from asgi_client import TestClient
 from conftest import Account
 
 

@@ -5,11 +5,11 @@ import threading
 import time
 
 import pytest
-from fastapi.testclient import TestClient
 from passlib.context import CryptContext
 from sqlalchemy import text
 
 import security
+from asgi_client import TestClient
 from conftest import CHEAP_HASHING, PASSWORD, TEST_SECRET, Account
 from main import create_app
 from settings import Settings

@@ -67,7 +67,7 @@ def test_cors_origins_are_read_as_a_comma_separated_list(monkeypatch) -> None:
 
 
 def test_cors_header_is_sent_for_a_configured_origin(settings) -> None:
-    from fastapi.testclient import TestClient
+    from asgi_client import TestClient
 
     from main import create_app
 

@@ -8,10 +8,10 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 import pytest
-from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 
 import webhook_signing
+from asgi_client import TestClient
 from conftest import Account
 from models import DeliveryStatus, Webhook, WebhookAttempt, WebhookDelivery, WebhookEvent, utcnow
 from settings import Environment, Settings
