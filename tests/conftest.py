@@ -3,6 +3,7 @@ set) on PostgreSQL, and clients that get their tokens from the real login route.
 
 import logging
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
@@ -45,9 +46,24 @@ def report(line: str) -> None:
     FIGURES.append(line)
 
 
+# Seconds spent in each backend's tests (setup, call and teardown), and in those that take
+# no backend, so the CI log shows what each database costs the suite.
+SECONDS_BY_BACKEND: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    params = re.split(r"[-\]]", report.nodeid.partition("[")[2])
+    backend = next((b for b in ("sqlite", "postgresql") if b in params), "no backend")
+    SECONDS_BY_BACKEND[backend] = SECONDS_BY_BACKEND.get(backend, 0.0) + report.duration
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     terminalreporter.section("figures")
     terminalreporter.write_line(f"backends: {', '.join(BACKENDS)}")
+    spent = ", ".join(
+        f"{backend} {seconds:.0f} s" for backend, seconds in sorted(SECONDS_BY_BACKEND.items())
+    )
+    terminalreporter.write_line(f"test time by backend (setup + call + teardown): {spent}")
     for line in FIGURES:
         terminalreporter.write_line(line)
 

@@ -68,7 +68,6 @@ def test_cors_origins_are_read_as_a_comma_separated_list(monkeypatch) -> None:
 
 def test_cors_header_is_sent_for_a_configured_origin(settings) -> None:
     from asgi_client import TestClient
-
     from main import create_app
 
     app = create_app(settings.model_copy(update={"cors_origins": ["http://ui.example.com"]}))
