@@ -5,6 +5,7 @@ import logging
 import os
 import re
 import shutil
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -205,6 +206,26 @@ def client(
         app.state.db = kept.get(key) or kept.setdefault(key, Database(settings))
     with TestClient(app) as test_client:  # its shutdown disposes of the database's connections
         yield test_client
+
+
+class AtOnce:
+    """Counts the calls inside `one()` that run at the same time; `most` is the peak."""
+
+    def __init__(self) -> None:
+        self.running = 0
+        self.most = 0
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def one(self) -> Iterator[None]:
+        with self._lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.running -= 1
 
 
 @dataclass

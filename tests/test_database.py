@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import Connection, literal, select, text
 from sqlalchemy.exc import OperationalError
 
+from conftest import AtOnce
 from database import Database
 from models import UTCDateTime, _sqlite_utc
 from settings import Settings
@@ -209,18 +210,11 @@ def test_heavy_reads_run_a_few_at_a_time_on_lower_priority_threads(database_url:
     import database
 
     db = Database(Settings(_env_file=None, database_url=database_url, secret_key="k" * 32))
-    running = 0
-    most = 0
-    lock = threading.Lock()
+    at_once = AtOnce()
 
     def scan(conn: Connection) -> tuple[str, int, object]:
-        nonlocal running, most
-        with lock:
-            running += 1
-            most = max(most, running)
-        time.sleep(0.05)
-        with lock:
-            running -= 1
+        with at_once.one():
+            time.sleep(0.05)
         niceness = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
         return threading.current_thread().name, niceness, conn.scalar(select(literal(1)))
 
@@ -232,7 +226,7 @@ def test_heavy_reads_run_a_few_at_a_time_on_lower_priority_threads(database_url:
         results = asyncio.run(burst())
     finally:
         db.dispose()
-    assert most == database.HEAVY_READ_THREADS
+    assert at_once.most == database.HEAVY_READ_THREADS
     assert {name.split("_")[0] for name, _, _ in results} == {"heavy-read"}
     assert {value for _, _, value in results} == {1}
     own = os.getpriority(os.PRIO_PROCESS, 0)

@@ -1,7 +1,6 @@
 """Password hashing: bounded concurrency, parameters, and upgrades of old hashes on login."""
 
 import asyncio
-import threading
 import time
 
 import pytest
@@ -10,7 +9,7 @@ from sqlalchemy import text
 
 import security
 from asgi_client import TestClient
-from conftest import CHEAP_HASHING, PASSWORD, TEST_SECRET, Account
+from conftest import CHEAP_HASHING, PASSWORD, TEST_SECRET, Account, AtOnce
 from main import create_app
 from settings import Settings
 
@@ -45,17 +44,11 @@ def test_hash_memory_must_cover_its_lanes() -> None:
 
 
 def test_no_more_hashes_run_at_once_than_allowed(monkeypatch) -> None:
-    running = peak = 0
-    lock = threading.Lock()
+    at_once = AtOnce()
 
     def slow_hash(_password: str) -> str:
-        nonlocal running, peak
-        with lock:
-            running += 1
-            peak = max(peak, running)
-        time.sleep(0.05)
-        with lock:
-            running -= 1
+        with at_once.one():
+            time.sleep(0.05)
         return "hash"
 
     monkeypatch.setattr(security.pwd_context, "hash", slow_hash)
@@ -68,7 +61,7 @@ def test_no_more_hashes_run_at_once_than_allowed(monkeypatch) -> None:
         assert asyncio.run(hashes()) == ["hash"] * 8
     finally:
         security.hasher.resize(1)
-    assert peak == 2
+    assert at_once.most == 2
 
 
 def test_login_upgrades_a_hash_made_with_older_parameters(
