@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import gc
 import hmac
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -75,6 +76,15 @@ TAGS = [
 ]
 
 
+def freeze_start_up_objects() -> None:
+    """Take the objects that live as long as the worker (modules, models, routes, schemas:
+    about 160,000) out of the garbage collector's view, once per process. Otherwise each full
+    collection walks them all, a pause of about 100 ms every few thousand requests."""
+    if gc.get_freeze_count() == 0:
+        gc.collect()
+        gc.freeze()
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     logs.configure(settings.log_level, settings.log_format)
@@ -89,6 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if settings.migrate_on_startup:
             upgrade_to_head(settings.database_url)
+        freeze_start_up_objects()
         async with delivering_webhooks(app.state.db, app.state.settings):
             yield
         app.state.db.dispose()
