@@ -76,13 +76,19 @@ TAGS = [
 ]
 
 
+_frozen = False
+
+
 def freeze_start_up_objects() -> None:
     """Take the objects that live as long as the worker (modules, models, routes, schemas:
     about 160,000) out of the garbage collector's view, once per process. Otherwise each full
-    collection walks them all, a pause of about 100 ms every few thousand requests."""
-    if gc.get_freeze_count() == 0:
+    collection walks them all, a pause of about 100 ms every few thousand requests. (A flag,
+    not gc.get_freeze_count(), says whether it was done: that count walks them all too.)"""
+    global _frozen
+    if not _frozen:
         gc.collect()
         gc.freeze()
+        _frozen = True
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
