@@ -205,7 +205,9 @@ def client(
     else:
         kept = request.getfixturevalue("postgres_databases")
         key = (settings.database_url, settings.db_pool_size)
-        app.state.db = kept.get(key) or kept.setdefault(key, Database(settings))
+        if key not in kept:
+            kept[key] = Database(settings)
+        app.state.db = kept[key]
     with TestClient(app) as test_client:  # its shutdown disposes of the database's connections
         yield test_client
 
