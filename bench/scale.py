@@ -507,6 +507,18 @@ class Loader:
             paths=paths or [path],
         )
 
+    def orders_by_id(self, name: str, base: str, caller: Caller, **options: Any) -> Result:
+        """GET /order/{id} over the caller's orders, in turn (wrk's script picks the ids)."""
+        return self.run(
+            name,
+            base,
+            "/order" if self.use_wrk else caller.paths["by_id"],
+            headers=caller.headers,
+            script=caller.by_id_script,
+            paths=caller.by_id_paths,
+            **options,
+        )
+
 
 def measure_size(
     store: Store,
@@ -542,29 +554,22 @@ def measure_size(
         # A fresh worker's first second is slower (the collector's first full passes over
         # the app's objects, new connections): measured, it lands in the first row's p99.
         admin = who[0]
-        loader.run(
-            "warm-up",
-            app.url,
-            "/order" if loader.use_wrk else admin.paths["by_id"],
-            headers=admin.headers,
-            script=admin.by_id_script,
-            paths=admin.by_id_paths,
-            seconds=2,
-        )
+        loader.orders_by_id("warm-up", app.url, admin, seconds=2)
         measured.hello[db, size] = loader.run(
             "GET /hello (bare FastAPI)", hello.url, "/hello", headers={}
         )
         progress.advance(task)
         for caller in who:
             for query in QUERIES:
-                by_id = query.key == "by_id"
-                measured.rows[db, size, query.key, caller.role] = loader.run(
-                    query.label,
-                    app.url,
-                    "/order" if by_id and loader.use_wrk else caller.paths[query.key],
-                    headers=caller.headers,
-                    script=caller.by_id_script if by_id else None,
-                    paths=caller.by_id_paths if by_id else None,
+                measured.rows[db, size, query.key, caller.role] = (
+                    loader.orders_by_id(query.label, app.url, caller)
+                    if query.key == "by_id"
+                    else loader.run(
+                        query.label,
+                        app.url,
+                        caller.paths[query.key],
+                        headers=caller.headers,
+                    )
                 )
                 progress.advance(task)
 
@@ -597,14 +602,7 @@ def measure_size(
         )
         hammer.start()
         time.sleep(1)  # the heavy lists are running before the reader starts
-        reader = loader.run(
-            "GET /order/{id} under heavy lists",
-            app.url,
-            "/order" if loader.use_wrk else busy.paths["by_id"],
-            headers=busy.headers,
-            script=busy.by_id_script,
-            paths=busy.by_id_paths,
-        )
+        reader = loader.orders_by_id("GET /order/{id} under heavy lists", app.url, busy)
         hammer.join()
         measured.loaded[db, size] = (reader, hammered["heavy"])
         progress.advance(task)
