@@ -112,7 +112,7 @@ def _page_statements(
 
 
 # An offset page counts every match and skips `offset` rows: on the event loop only while the
-# orders table is this small (about a millisecond of work), on the thread pool beyond.
+# orders table is this small (about a millisecond of work), on the heavy reads' pool beyond.
 INLINE_ORDERS = 20_000
 _NEWEST = Precompiled(select(func.max(Order.id)))
 
