@@ -21,6 +21,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -44,6 +45,8 @@ ADMIN_EMAIL = "bench-admin@example.com"
 LOGIN_ACCOUNTS = 64
 ORDERS, PRODUCTS = 1000, 10
 APP_CORE, LOAD_CORE = "0", "1"
+# Above this share of steal time in any row, the run says its ratios are not comparable.
+STOLEN_PCT_COMPARABLE = 2
 
 
 @dataclass
@@ -54,6 +57,29 @@ class Result:
     p99_ms: float
     max_ms: float
     errors: int
+    # The share of the app's core the hypervisor gave to other machines during the row.
+    stolen_pct: float | None = None
+
+
+def core_times(core: str) -> list[int] | None:
+    """A core's jiffies from /proc/stat ("" for all cores together): user, nice, system,
+    idle, iowait, irq, softirq, steal; None where there is no /proc/stat."""
+    try:
+        lines = Path("/proc/stat").read_text().splitlines()
+    except OSError:
+        return None
+    fields = next((line.split() for line in lines if line.startswith(f"cpu{core} ")), None)
+    return [int(value) for value in fields[1:9]] if fields else None
+
+
+def stolen_pct(before: list[int] | None, after: list[int] | None) -> float | None:
+    """Steal time as a share of the core's time between two readings: a virtual machine's
+    core runs slower, by that share, while the host serves other machines, and no ratio to a
+    hello measured at another moment corrects for it."""
+    if before is None or after is None:
+        return None
+    spent = [a - b for a, b in zip(after, before, strict=True)]
+    return 100 * spent[7] / sum(spent) if sum(spent) else 0.0
 
 
 def admin_id(url: str) -> int:
@@ -453,8 +479,9 @@ def main() -> int:
             paths: list[str] | None = None,
         ) -> Result:
             headers = headers or {}
+            before = core_times(APP_CORE)
             if use_wrk:
-                return wrk(
+                result = wrk(
                     name,
                     base + path,
                     seconds=seconds,
@@ -462,16 +489,19 @@ def main() -> int:
                     headers=headers,
                     script=script,
                 )
-            return python_load(
-                name,
-                base + path,
-                seconds=seconds,
-                connections=conns,
-                headers={**headers, "Content-Type": "application/json"},
-                method=method,
-                bodies=bodies,
-                paths=paths,
-            )
+            else:
+                result = python_load(
+                    name,
+                    base + path,
+                    seconds=seconds,
+                    connections=conns,
+                    headers={**headers, "Content-Type": "application/json"},
+                    method=method,
+                    bodies=bodies,
+                    paths=paths,
+                )
+            result.stolen_pct = stolen_pct(before, core_times(APP_CORE))
+            return result
 
         print("measuring ...", flush=True)
         ms = verify_ms()
@@ -510,44 +540,65 @@ def main() -> int:
                 bodies=[body],
             )
 
-        results = {
-            "hello": load("GET /hello (bare FastAPI, plain uvicorn)", hello.url, "/hello"),
-            "hello_fast": load(
-                "GET /hello (bare FastAPI, uvicorn + httptools + uvloop)", hello_fast.url, "/hello"
+        # Noise only ever slows a run down, and on this shared machine it comes in bursts of a
+        # few seconds: every ratio row is measured twice, the second round in the reverse
+        # order, and shows its faster run. The reads go first, on the seeded 1,000 orders.
+        def fastest(rounds: list[list[tuple[str, Callable[[], Result]]]]) -> dict[str, Result]:
+            runs: dict[str, list[Result]] = {}
+            for rows in rounds:
+                for key, measure in rows:
+                    runs.setdefault(key, []).append(measure())
+            return {key: max(measured, key=lambda r: r.rps) for key, measured in runs.items()}
+
+        reference_rows = [
+            (
+                "hello",
+                lambda: load("GET /hello (bare FastAPI, plain uvicorn)", hello.url, "/hello"),
             ),
-            "by_id": reads("GET /order/{id}"),
-            "page": load("GET /order (page of 20)", app.url, "/order", headers=auth),
-        }
-        # What tracking stock adds to an order is a difference of about a tenth, as large as
-        # this machine's drift over a minute: the two rows are measured twice, in one order
-        # and then the other (neither always runs on the larger database or the later
-        # minute), and each shows its faster run (noise only ever slows a run down).
-        # The webhook row is measured the same way, against a receiver that answers 204 at
-        # once; deleting the webhook after its run drops the deliveries still queued, which
-        # would otherwise be sent during the rows that follow.
-        admin = {"Authorization": f"Bearer {admin_token}"}
-        runs: dict[str, list[Result]] = {"post": [], "post_tracked": [], "post_hooked": []}
-        plain_then_tracked = [
-            ("post", "POST /order (2 items)", "post_order", order_body),
-            ("post_tracked", "POST /order (2 items, stock tracked)", "post_tracked", tracked_body),
+            (
+                "hello_fast",
+                lambda: load(
+                    "GET /hello (bare FastAPI, uvicorn + httptools + uvloop)",
+                    hello_fast.url,
+                    "/hello",
+                ),
+            ),
+            ("by_id", lambda: reads("GET /order/{id}")),
+            ("page", lambda: load("GET /order (page of 20)", app.url, "/order", headers=auth)),
         ]
-        for round_ in range(2):
-            pair = plain_then_tracked if round_ == 0 else plain_then_tracked[::-1]
-            for key, label, script, body in pair:
-                runs[key].append(orders(label, script, body))
+        results = fastest([reference_rows, reference_rows[::-1]])
+        # What tracking stock adds to an order is a difference of about a tenth, as large as
+        # this machine's drift over a minute: in the two rounds the plain and tracked rows
+        # swap places (neither always runs on the larger database or the later minute).
+        # The webhook row runs against a receiver that answers 204 at once; deleting the
+        # webhook after its run drops the deliveries still queued, which would otherwise be
+        # sent during the rows that follow.
+        admin = {"Authorization": f"Bearer {admin_token}"}
+
+        def hooked() -> Result:
             registered = httpx2.post(
                 app.url + "/webhooks",
                 json={"url": receiver.url + "/hook", "events": ["order.created"]},
                 headers=admin,
             )
             assert registered.status_code == 201, registered.text
-            webhook = registered.json()
-            runs["post_hooked"].append(
-                orders("POST /order (2 items, 1 webhook)", "post_order", order_body)
-            )
-            httpx2.delete(f"{app.url}/webhooks/{webhook['id']}", headers=admin)
-        for key, measured in runs.items():
-            results[key] = max(measured, key=lambda r: r.rps)
+            try:
+                return orders("POST /order (2 items, 1 webhook)", "post_order", order_body)
+            finally:
+                httpx2.delete(f"{app.url}/webhooks/{registered.json()['id']}", headers=admin)
+
+        order_rows = [
+            ("post", lambda: orders("POST /order (2 items)", "post_order", order_body)),
+            (
+                "post_tracked",
+                lambda: orders(
+                    "POST /order (2 items, stock tracked)", "post_tracked", tracked_body
+                ),
+            ),
+        ]
+        results |= fastest(
+            [[*order_rows, ("post_hooked", hooked)], [*order_rows[::-1], ("post_hooked", hooked)]]
+        )
         # The cost of asking for a password reset: counted against two limits, answered 202
         # (an unknown email, so no email follows).
         results["reset"] = load(
@@ -657,19 +708,21 @@ def main() -> int:
 
     print()
     print(
-        "| endpoint | req/s | p50 ms | p99 ms | max ms | errors | ratio to hello "
+        "| endpoint | req/s | p50 ms | p99 ms | max ms | errors | stolen % | ratio to hello "
         "| ratio to hello on httptools + uvloop | target (plain / same stack) | |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---|---|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|")
     for r, ratio, fast_ratio, target, ok in rows:
+        stolen = "" if r.stolen_pct is None else f"{r.stolen_pct:.1f}"
         print(
             f"| {r.name} | {r.rps:,.0f} | {r.p50_ms:.1f} | {r.p99_ms:.1f} | {r.max_ms:.0f} "
-            f"| {r.errors} | {ratio} | {fast_ratio} | {target} | {'pass' if ok else 'FAIL'} |"
+            f"| {r.errors} | {stolen} | {ratio} | {fast_ratio} | {target} "
+            f"| {'pass' if ok else 'FAIL'} |"
         )
     memory_ok = steady_rss <= 120 and peak_rss <= 300
     print(
         f"| memory (RSS of the worker) | steady {steady_rss:.0f} MiB | after logins "
-        f"{after_logins_rss:.0f} MiB | login storm peak {peak_rss:.0f} MiB | | | | | "
+        f"{after_logins_rss:.0f} MiB | login storm peak {peak_rss:.0f} MiB | | | | | | "
         f"<= 120 / <= 300 MiB | {'pass' if memory_ok else 'FAIL'} |"
     )
     print(
@@ -677,7 +730,15 @@ def main() -> int:
         f"{seconds:.0f} s per row; app and hellos pinned to core {APP_CORE}, load on core "
         f"{LOAD_CORE}; argon2 verify {ms:.1f} ms"
     )
-    return 0 if all(ok for *_, ok in rows) and memory_ok else 1
+    stolen = max((r.stolen_pct or 0 for r, *_ in rows), default=0)
+    comparable = stolen <= STOLEN_PCT_COMPARABLE
+    if not comparable:
+        print(
+            f"NOT COMPARABLE: the host took up to {stolen:.0f} % of core {APP_CORE} during a "
+            f"row (steal time), so rows measured at different moments cannot be compared; "
+            f"a run counts when no row shows more than {STOLEN_PCT_COMPARABLE} %"
+        )
+    return 0 if all(ok for *_, ok in rows) and memory_ok and comparable else 1
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ os.environ.setdefault("SECRET_KEY", "test-only-secret-key-of-at-least-32-bytes")
 
 import logs
 import product_service
+from bench.run import core_times, stolen_pct
 from database import Database, upgrade_to_head
 from main import create_app
 from models import Base, User
@@ -60,6 +61,11 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     SECONDS_BY_BACKEND[backend] = SECONDS_BY_BACKEND.get(backend, 0.0) + report.duration
 
 
+# The machine's CPU times when the session started: the share the hypervisor took from this
+# machine during the run (steal time) says whether its times compare with another run's.
+CPU_AT_START = core_times("")
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     terminalreporter.section("figures")
     terminalreporter.write_line(f"backends: {', '.join(BACKENDS)}")
@@ -67,6 +73,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         f"{backend} {seconds:.0f} s" for backend, seconds in sorted(SECONDS_BY_BACKEND.items())
     )
     terminalreporter.write_line(f"test time by backend (setup + call + teardown): {spent}")
+    stolen = stolen_pct(CPU_AT_START, core_times(""))
+    if stolen is not None:
+        terminalreporter.write_line(f"CPU time the host took from this machine: {stolen:.1f} %")
     for line in FIGURES:
         terminalreporter.write_line(line)
 

@@ -1,6 +1,11 @@
-"""The benchmark's reading of wrk's output (the load runs themselves are `make bench`)."""
+"""The benchmark's reading of wrk's output and of the host's steal time (the load runs
+themselves are `make bench`)."""
 
-from bench.run import parse_wrk
+from pathlib import Path
+
+import pytest
+
+from bench.run import core_times, parse_wrk, stolen_pct
 
 WRK_OUTPUT = """Running 10s test @ http://127.0.0.1:8000/order
   1 threads and 32 connections
@@ -35,3 +40,21 @@ def test_parse_wrk_understands_every_unit() -> None:
     assert result.max_ms == 1200
     assert result.p50_ms == 0.85
     assert result.errors == 3
+
+
+def test_stolen_share_is_steal_over_all_the_time_between_two_readings() -> None:
+    before = [100, 0, 50, 800, 0, 0, 0, 50]
+    after = [150, 0, 60, 830, 0, 0, 0, 60]  # 100 jiffies later, 10 of them stolen
+    assert stolen_pct(before, after) == 10.0
+    assert stolen_pct(before, before) == 0.0
+    assert stolen_pct(None, after) is None
+
+
+@pytest.mark.skipif(not Path("/proc/stat").exists(), reason="Linux only")
+def test_core_times_reads_eight_counters_for_the_machine_and_for_a_core() -> None:
+    machine, first_core = core_times(""), core_times("0")
+    assert machine is not None
+    assert first_core is not None
+    assert len(machine) == len(first_core) == 8
+    assert sum(machine) >= sum(first_core) > 0
+    assert core_times("999") is None
