@@ -9,13 +9,18 @@ one call to the loop, as an HTTP server would before the client reads the answer
 app sees (the scope, the body, the disconnect after the answer) is what Starlette's sends.
 """
 
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 from urllib.parse import unquote
 
 import anyio
 import httpx2
 from starlette.testclient import TestClient as StarletteTestClient
 from starlette.types import ASGIApp, Message
+
+# The client address the app sees, Starlette's default.
+PEER = ("testclient", 50000)
+T = TypeVar("T")
 
 
 class _Exchange(httpx2.BaseTransport):
@@ -34,8 +39,7 @@ class _Exchange(httpx2.BaseTransport):
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
         body = request.read()
-        with self._client._portal_factory() as portal:
-            status, headers, content = portal.call(self._run, request, body)
+        status, headers, content = self._client.call(self._run, request, body)
         return httpx2.Response(status, headers=headers, content=content, request=request)
 
     async def _run(
@@ -103,7 +107,7 @@ class TestClient(StarletteTestClient):
         app: ASGIApp,
         *,
         raise_server_exceptions: bool = True,
-        client: tuple[str, int] = ("testclient", 50000),
+        client: tuple[str, int] = PEER,
         **kwargs: Any,
     ) -> None:
         super().__init__(
@@ -112,3 +116,8 @@ class TestClient(StarletteTestClient):
         self._transport = _Exchange(
             self, self.app, raise_server_exceptions=raise_server_exceptions, peer=client
         )
+
+    def call(self, function: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """`await function(*args)` on the app's event loop, as a request's code runs there."""
+        with self._portal_factory() as portal:
+            return portal.call(function, *args)
