@@ -9,7 +9,7 @@ import sqlite3
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from functools import cache, partial
 from pathlib import Path
@@ -43,6 +43,14 @@ HEAVY_READ_THREADS = 4
 # ... and on threads the OS schedules after the worker's others (nice +10, Linux): a request
 # the event loop serves gets the CPU back within a scheduler tick, not after a slice of a scan.
 HEAVY_READ_NICENESS = 10
+
+
+# SQLite: the commit that fills the write-ahead log past its checkpoint size (1,000 pages)
+# copies the log into the database file and waits for the disk twice (fsync). The event loop's
+# writer never does that, so that no request waits for the disk: after every CHECKPOINT_EVERY
+# of its commits (an order writes about 15 pages), a thread of its own runs a PASSIVE
+# checkpoint, which blocks no reader and no writer.
+CHECKPOINT_EVERY = 64
 
 
 def _lower_this_threads_priority() -> None:
@@ -224,6 +232,9 @@ class Database:
         self._kept = threading.local()
         self._kept_connections: list[Connection] = []
         self._heavy: ThreadPoolExecutor | None = None  # made on the first heavy read
+        self._inline_commits = 0
+        self._checkpointer: ThreadPoolExecutor | None = None  # made on the first checkpoint
+        self._checkpoint: Future[None] | None = None
 
     async def read(
         self, query: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
@@ -262,10 +273,33 @@ class Database:
         """
         if self.inline:
             try:
-                return self._write_inline(command, *args, **kwargs)
+                result = self._write_inline(command, *args, **kwargs)
             except WriteLockBusy:
                 pass
+            else:
+                self._inline_commits += 1
+                if self._inline_commits % CHECKPOINT_EVERY == 0:
+                    self._checkpoint_in_background()
+                return result
         return await run_in_threadpool(self.write_sync, command, *args, **kwargs)
+
+    def _checkpoint_in_background(self) -> None:
+        """Copy the write-ahead log into the database file, on a thread of its own; one at a
+        time (a checkpoint still running covers the commits since it began)."""
+        if self._checkpoint is not None and not self._checkpoint.done():
+            return
+        if self._checkpointer is None:
+            self._checkpointer = ThreadPoolExecutor(1, "sqlite-checkpoint")
+        self._checkpoint = self._checkpointer.submit(self.checkpoint)
+
+    def checkpoint(self) -> None:
+        """A PASSIVE checkpoint: what of the log no reader still needs goes into the file.
+        A failed one changes nothing (the log keeps every commit): the next one retries."""
+        try:
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+        except (DBAPIError, sqlite3.Error):
+            log.warning("checkpoint failed", exc_info=True)
 
     def read_sync(
         self, query: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
@@ -308,6 +342,8 @@ class Database:
         # Never wait, for the process's lock or the database's: the event loop runs this.
         dbapi_connection.lock_timeout = 0
         dbapi_connection.execute("PRAGMA busy_timeout=0")
+        # Nor for the disk: `write` has its checkpoints run elsewhere (CHECKPOINT_EVERY).
+        dbapi_connection.execute("PRAGMA wal_autocheckpoint=0")
         return conn
 
     def _read_inline(
@@ -346,6 +382,9 @@ class Database:
         if self._heavy is not None:
             self._heavy.shutdown(wait=True, cancel_futures=True)
             self._heavy = None
+        if self._checkpointer is not None:
+            self._checkpointer.shutdown(wait=True, cancel_futures=True)
+            self._checkpointer = None
         for conn in self._kept_connections:
             conn.close()
         self._kept_connections.clear()

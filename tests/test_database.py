@@ -3,15 +3,19 @@ writer at a time on SQLite."""
 
 import asyncio
 import os
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from contextlib import closing
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import Connection, literal, select, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
+import database
 from conftest import AtOnce
 from database import Database
 from models import UTCDateTime, _sqlite_utc
@@ -231,3 +235,40 @@ def test_heavy_reads_run_a_few_at_a_time_on_lower_priority_threads(database_url:
     assert {value for _, _, value in results} == {1}
     own = os.getpriority(os.PRIO_PROCESS, 0)
     assert {niceness for _, niceness, _ in results} == {min(own + database.HEAVY_READ_NICENESS, 19)}
+
+
+def _rows_in_the_database_file(db: Database) -> int:
+    """Rows of rate_limit_windows in the database file alone: `immutable` reads no log."""
+    path = make_url(db.url).database
+    with closing(sqlite3.connect(f"file:{path}?immutable=1", uri=True)) as file_only:
+        return file_only.execute("SELECT count(*) FROM rate_limit_windows").fetchone()[0]
+
+
+def test_the_event_loops_writer_leaves_checkpoints_to_a_thread_of_their_own(
+    sqlite_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(database, "CHECKPOINT_EVERY", 5)
+    checkpointed_in: list[str] = []
+    checkpoint = sqlite_db.checkpoint
+
+    def watched() -> None:
+        checkpointed_in.append(threading.current_thread().name)
+        checkpoint()
+
+    monkeypatch.setattr(sqlite_db, "checkpoint", watched)
+
+    async def writes(numbers: range) -> None:
+        for n in numbers:
+            await sqlite_db.write(_throttle_row(f"w{n}@example.com"))
+
+    asyncio.run(writes(range(4)))
+    writer = sqlite_db._kept.writer.connection.dbapi_connection
+    # The inline writer never checkpoints itself.
+    assert writer.execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)
+    assert checkpointed_in == []
+    assert _rows_in_the_database_file(sqlite_db) == 0  # all 4 still only in the log
+
+    asyncio.run(writes(range(4, 5)))  # the fifth commit
+    sqlite_db._checkpoint.result(timeout=10)
+    assert checkpointed_in == ["sqlite-checkpoint_0"]
+    assert _rows_in_the_database_file(sqlite_db) == 5
