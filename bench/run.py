@@ -717,10 +717,10 @@ def main() -> int:
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|")
     for r, ratio, fast_ratio, target, ok in rows:
-        stolen = "" if r.stolen_pct is None else f"{r.stolen_pct:.1f}"
+        steal = "" if r.stolen_pct is None else f"{r.stolen_pct:.1f}"
         print(
             f"| {r.name} | {r.rps:,.0f} | {r.p50_ms:.1f} | {r.p99_ms:.1f} | {r.max_ms:.0f} "
-            f"| {r.errors} | {stolen} | {ratio} | {fast_ratio} | {target} "
+            f"| {r.errors} | {steal} | {ratio} | {fast_ratio} | {target} "
             f"| {'pass' if ok else 'FAIL'} |"
         )
     memory_ok = steady_rss <= 120 and peak_rss <= 300
@@ -734,26 +734,26 @@ def main() -> int:
         f"{seconds:.0f} s per row; app and hellos pinned to core {APP_CORE}, load on core "
         f"{LOAD_CORE}; argon2 verify {ms:.1f} ms"
     )
-    stolen = max((r.stolen_pct or 0 for r, *_ in rows), default=0)
-    comparable = True
-    if stolen > STOLEN_PCT_COMPARABLE:
-        comparable = False
-        print(
-            f"NOT COMPARABLE: the host took up to {stolen:.0f} % of core {APP_CORE} during a "
-            f"row (steal time), so rows measured at different moments cannot be compared; "
-            f"a run counts when no row shows more than {STOLEN_PCT_COMPARABLE} %"
+    # Why this run's figures cannot be compared with another's, if they cannot.
+    not_comparable = []
+    most_stolen = max((r.stolen_pct or 0 for r, *_ in rows), default=0)
+    if most_stolen > STOLEN_PCT_COMPARABLE:
+        not_comparable.append(
+            f"the host took up to {most_stolen:.0f} % of core {APP_CORE} during a row (steal "
+            f"time), so rows measured at different moments cannot be compared; a run counts "
+            f"when no row shows more than {STOLEN_PCT_COMPARABLE} %"
         )
     if not use_wrk:
-        comparable = False
-        print("NOT COMPARABLE: the targets were calibrated with wrk, not the Python load")
+        not_comparable.append("the targets were calibrated with wrk, not the Python load")
     elif hello_rps < QUIET_HELLO_RPS:
-        comparable = False
-        print(
-            f"NOT COMPARABLE: the plain hello ran at {hello_rps:,.0f} req/s, slower than the "
+        not_comparable.append(
+            f"the plain hello ran at {hello_rps:,.0f} req/s, slower than the "
             f"{QUIET_HELLO_RPS:,} the targets were calibrated at or above: this machine is "
             f"slowed, and it slows the app more than the hello"
         )
-    return 0 if all(ok for *_, ok in rows) and memory_ok and comparable else 1
+    for reason in not_comparable:
+        print(f"NOT COMPARABLE: {reason}")
+    return 0 if all(ok for *_, ok in rows) and memory_ok and not not_comparable else 1
 
 
 if __name__ == "__main__":
