@@ -48,8 +48,8 @@ HEAVY_READ_NICENESS = 10
 # SQLite: the commit that fills the write-ahead log past its checkpoint size (1,000 pages)
 # copies the log into the database file and waits for the disk twice (fsync). The event loop's
 # writer never does that, so that no request waits for the disk: after every CHECKPOINT_EVERY
-# of its commits (an order writes about 15 pages), a thread of its own runs a PASSIVE
-# checkpoint, which blocks no reader and no writer.
+# of its commits (an order writes about 15 pages), a thread of its own runs the checkpoint
+# (`Database.checkpoint`), which waits for no reader and no other process.
 CHECKPOINT_EVERY = 64
 
 
@@ -293,11 +293,20 @@ class Database:
         self._checkpoint = self._checkpointer.submit(self.checkpoint)
 
     def checkpoint(self) -> None:
-        """A PASSIVE checkpoint: what of the log no reader still needs goes into the file.
-        A failed one changes nothing (the log keeps every commit): the next one retries."""
+        """Copy the write-ahead log into the database file, in two PASSIVE steps (neither
+        waits for a reader). The first copies while this process's writers go on; the second,
+        holding their lock, copies the few commits they added meanwhile (they wait for it on
+        the thread pool, never on the event loop). Only a log copied to its end starts again
+        from its beginning at the next write: copied only beside steady writes, it never was,
+        and grew by every commit for as long as the load lasted. A failed checkpoint changes
+        nothing (the log keeps every commit): the next one retries."""
         try:
             with self.engine.connect() as conn:
                 conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+                dbapi_connection = conn.connection.dbapi_connection
+                assert isinstance(dbapi_connection, _SQLiteConnection)
+                with dbapi_connection.write_lock:
+                    conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
         except (DBAPIError, sqlite3.Error):
             log.warning("checkpoint failed", exc_info=True)
 

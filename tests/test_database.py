@@ -11,7 +11,7 @@ from contextlib import closing
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import Connection, literal, select, text
+from sqlalchemy import Connection, event, literal, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
@@ -272,3 +272,42 @@ def test_the_event_loops_writer_leaves_checkpoints_to_a_thread_of_their_own(
     sqlite_db._checkpoint.result(timeout=10)
     assert checkpointed_in == ["sqlite-checkpoint_0"]
     assert _rows_in_the_database_file(sqlite_db) == 5
+
+
+def test_the_log_starts_again_after_a_checkpoint_that_a_write_went_on_beside(
+    sqlite_db: Database,
+) -> None:
+    """A checkpoint runs beside the writes: here one is open while it copies, and commits
+    after. The checkpoint still ends with the log copied to its end, so the next write starts
+    the log again, instead of appending to it for good (under steady load it never did)."""
+    copied, committing, writing = threading.Event(), threading.Event(), threading.Event()
+
+    @event.listens_for(sqlite_db.engine, "after_cursor_execute")
+    def first_copy_done(_conn: Connection, _cursor: object, statement: str, *_: object) -> None:
+        if "wal_checkpoint" in statement:
+            copied.set()
+
+    def open_write(conn: Connection) -> None:
+        _throttle_row("open@example.com")(conn)
+        writing.set()
+        committing.wait(timeout=10)
+
+    async def writes(numbers: range) -> None:
+        for n in numbers:
+            await sqlite_db.write(_throttle_row(f"w{n}@example.com"))
+
+    asyncio.run(writes(range(20)))
+    writer = threading.Thread(target=sqlite_db.write_sync, args=(open_write,))
+    writer.start()
+    assert writing.wait(timeout=10)
+    checkpoint = threading.Thread(target=sqlite_db.checkpoint)
+    checkpoint.start()
+    assert copied.wait(timeout=10)  # the first copy ended with the write still open
+    committing.set()
+    writer.join(timeout=10)
+    checkpoint.join(timeout=10)
+
+    asyncio.run(writes(range(20, 21)))
+    with sqlite_db.engine.connect() as conn:
+        _, frames, _ = conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one()
+    assert frames < 5  # the last commit's pages only, not the 22 commits' (about 60)
