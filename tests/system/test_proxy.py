@@ -12,13 +12,15 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 import httpx2
 import pytest
 
 from conftest import PASSWORD, report
-from tests.system.conftest import REPO, Server, free_port
+from tests.system.conftest import REPO, Server, concurrently, free_port
 
 # Debian puts nginx in /usr/sbin, which a plain user's PATH may lack.
 NGINX = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/sbin")
@@ -99,20 +101,23 @@ class Nginx:
         ] + [line for line in access_log.splitlines() if re.search(r'" 5\d\d ', line)]
 
 
-@pytest.fixture
-def proxied(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Nginx, Server]]:
-    """A one-worker server on a fresh SQLite database, and nginx in front of it."""
-    # What uvicorn trusts and the limit the signup test counts to, whatever the caller's env.
-    monkeypatch.delenv("FORWARDED_ALLOW_IPS", raising=False)
-    monkeypatch.setenv("SIGNUP_MAX_PER_HOUR", str(SIGNUP_LIMIT))
-    server = Server(f"sqlite:///{tmp_path / 'proxy.db'}", tmp_path / "server.log", workers=1)
+@contextmanager
+def _proxying(directory: Path) -> Iterator[tuple[Nginx, Server]]:
+    """A one-worker server on a fresh SQLite database, and nginx in front of it; neither
+    logged a failure once they stop."""
+    server = Server(f"sqlite:///{directory / 'proxy.db'}", directory / "server.log", workers=1)
     # Started as root, nginx runs its workers as `nobody`: they must reach their temporary
     # files, which pytest's private tmp_path (mode 0700) would not let them.
     prefix = Path(tempfile.mkdtemp(prefix="orders-nginx-"))
     prefix.chmod(0o755)
     nginx = None
     try:
-        server.start()
+        # What uvicorn trusts and the limit the signup test counts to, whatever the caller's
+        # environment.
+        with pytest.MonkeyPatch.context() as env:
+            env.delenv("FORWARDED_ALLOW_IPS", raising=False)
+            env.setenv("SIGNUP_MAX_PER_HOUR", str(SIGNUP_LIMIT))
+            server.start()
         nginx = Nginx(server.port, prefix).start()
         yield nginx, server
         assert nginx.problems() == [], nginx.logs()
@@ -122,6 +127,22 @@ def proxied(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[N
             nginx.stop()
         server.stop()
         shutil.rmtree(prefix, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def proxied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Nginx, Server]]:
+    """One pair for the tests of sizes and times, which count nothing: starting them costs
+    more than most of those tests."""
+    with _proxying(tmp_path_factory.mktemp("proxy")) as pair:
+        yield pair
+
+
+@pytest.fixture
+def own_proxied(tmp_path: Path) -> Iterator[tuple[Nginx, Server]]:
+    """A pair of the test's own, for the tests that count against a limit (nginx's rate of
+    /auth/ requests, the app's signups per address) from its start."""
+    with _proxying(tmp_path) as pair:
+        yield pair
 
 
 def access_lines(server: Server) -> list[dict]:
@@ -277,36 +298,44 @@ def test_bodies_over_1_mib_are_refused_by_nginx(proxied) -> None:
 # --- c. limits on time -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "partial",
-    [b"GET /hea", b"GET /health HTTP/1.1\r\nHost: localhost\r\nX-Slow: "],
-    ids=["request line", "headers"],
-)
-def test_a_client_that_stalls_is_disconnected(proxied, partial: bytes) -> None:
+STALLS = {
+    "request line": b"GET /hea",
+    "headers": b"GET /health HTTP/1.1\r\nHost: localhost\r\nX-Slow: ",
+}
+
+
+def test_clients_that_stall_are_disconnected(proxied) -> None:
+    """One client stalls in its request line, another in its headers, at the same time."""
     nginx, server = proxied
     seen = app_log_position(nginx, server)
-    with socket.create_connection(("127.0.0.1", nginx.port), timeout=HEADER_TIMEOUT + 5) as sock:
-        sock.sendall(partial)
-        started = time.monotonic()
-        try:
-            answer = sock.recv(65536)  # b"" once nginx closes; a timeout here fails the test
-        except ConnectionResetError:  # reset_timedout_connection: closed with a RST
-            answer = b""
-        waited = time.monotonic() - started
-    assert answer == b"" or answer.startswith(b"HTTP/1.1 408"), answer[:200]
-    assert HEADER_TIMEOUT - 0.5 <= waited <= HEADER_TIMEOUT + 2, waited
+
+    def stall(beginning: bytes) -> tuple[bytes, float]:
+        address = ("127.0.0.1", nginx.port)
+        with socket.create_connection(address, timeout=HEADER_TIMEOUT + 5) as sock:
+            sock.sendall(beginning)
+            started = time.monotonic()
+            try:
+                answer = sock.recv(65536)  # b"" once nginx closes; a timeout fails the test
+            except ConnectionResetError:  # reset_timedout_connection: closed with a RST
+                answer = b""
+            return answer, time.monotonic() - started
+
+    outcomes = concurrently([partial(stall, sent) for sent in STALLS.values()])
+    for (case, sent), (answer, waited) in zip(STALLS.items(), outcomes, strict=True):
+        assert answer == b"" or answer.startswith(b"HTTP/1.1 408"), (case, answer[:200])
+        assert HEADER_TIMEOUT - 0.5 <= waited <= HEADER_TIMEOUT + 2, (case, waited)
+        report(f"nginx: a client stalled after {sent!r} disconnected after {waited:.2f} s")
     assert reached_the_app_since(nginx, server, seen) == []
-    report(f"nginx: a client stalled after {partial!r} disconnected after {waited:.2f} s")
 
 
 # --- d. the client address ------------------------------------------------------------------
 
 
-def test_forged_forwarded_for_does_not_escape_the_signup_limit(proxied) -> None:
+def test_forged_forwarded_for_does_not_escape_the_signup_limit(own_proxied) -> None:
     """Each signup claims another address; the app counts them all against 127.0.0.1, the
     address nginx saw, so the limit holds. (Were nginx to append to the client's header,
     uvicorn would take the forged address, a new one each time, and all would pass.)"""
-    nginx, _ = proxied
+    nginx, _ = own_proxied
     url = nginx.base_url + "/auth/signup"
 
     def signup(n: int) -> httpx2.Response:
@@ -327,8 +356,8 @@ def test_forged_forwarded_for_does_not_escape_the_signup_limit(proxied) -> None:
     report(f"nginx: {SIGNUP_LIMIT} signups with forged X-Forwarded-For were 201, the next 429")
 
 
-def test_auth_requests_from_one_address_are_rate_limited_by_nginx(proxied) -> None:
-    nginx, server = proxied
+def test_auth_requests_from_one_address_are_rate_limited_by_nginx(own_proxied) -> None:
+    nginx, server = own_proxied
     seen = app_log_position(nginx, server)
     with httpx2.Client(base_url=nginx.base_url) as client:
         responses = [client.get("/auth/me") for _ in range(40)]

@@ -41,7 +41,7 @@ def test_sigterm_lets_the_request_in_flight_finish(system_database: str, tmp_pat
         os.killpg(server.process.pid, signal.SIGTERM)
         time.sleep(0.5)
         with pytest.raises(httpx2.TransportError):  # no new connection is taken
-            httpx2.get(server.base_url + "/health", timeout=2)
+            httpx2.get(server.base_url + "/health", timeout=1)
         client.sendall(body[5:])
         answer = client.recv(65536).decode()
     assert answer.startswith("HTTP/1.1 201"), answer
