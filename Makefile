@@ -8,6 +8,9 @@ BIN := $(VENV)/bin
 RUNTIME := $(VENV)/.runtime-installed
 DEV := $(VENV)/.dev-installed
 BENCH := $(VENV)/.bench-installed
+# What `make bench` serves the app from: the runtime requirements only, as a deployment has.
+SERVE_VENV := .venv-serve
+SERVE := $(SERVE_VENV)/.runtime-installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
@@ -21,6 +24,12 @@ $(RUNTIME): requirements.txt constraints.txt
 
 $(DEV): $(RUNTIME) requirements-dev.txt
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt -c constraints.txt
+	touch $@
+
+$(SERVE): requirements.txt constraints.txt
+	$(PYTHON) -m venv $(SERVE_VENV)
+	$(SERVE_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(SERVE_VENV)/bin/python -m pip install --quiet -r requirements.txt -c constraints.txt
 	touch $@
 
 $(BENCH): $(DEV) requirements-bench.txt
@@ -54,12 +63,12 @@ seed-demo: $(RUNTIME)
 screenshot: $(DEV)
 	SWAGGER_SCREENSHOT=docs/swagger.png $(BIN)/pytest --no-cov -q tests/browser
 
-bench: $(DEV)
-	$(BIN)/python -m bench.run
+bench: $(DEV) $(SERVE)
+	BENCH_SERVE_PYTHON=$(SERVE_VENV)/bin/python $(BIN)/python -m bench.run
 
 # GET /order at 1k, 10k, 100k and 1M orders; PostgreSQL too when SCALE_DATABASE_URL is set.
-bench-scale: $(BENCH)
-	$(BIN)/python -m bench.scale
+bench-scale: $(BENCH) $(SERVE)
+	BENCH_SERVE_PYTHON=$(SERVE_VENV)/bin/python $(BIN)/python -m bench.scale
 
 migrate: $(RUNTIME)
 	$(BIN)/alembic upgrade head
