@@ -269,18 +269,27 @@ class Database:
         on the thread pool. On SQLite it is first tried inline, on a connection that does not
         wait: when nobody holds the lock, which is most of the time, that saves the hop to a
         worker thread and back. When somebody does, the attempt is rolled back and the
-        command runs again on the thread pool.
+        command runs again on the thread pool, unless the holder is this worker's checkpoint:
+        then it waits for the checkpoint on the event loop and runs inline.
         """
         if self.inline:
-            try:
-                result = self._write_inline(command, *args, **kwargs)
-            except WriteLockBusy:
-                pass
-            else:
-                self._inline_commits += 1
-                if self._inline_commits % CHECKPOINT_EVERY == 0:
-                    self._checkpoint_in_background()
-                return result
+            while True:
+                checkpoint = self._checkpoint
+                checkpointing = checkpoint is not None and not checkpoint.done()
+                try:
+                    result = self._write_inline(command, *args, **kwargs)
+                except WriteLockBusy:
+                    if not checkpointing:
+                        break
+                    # The checkpoint's last step holds the lock for a few milliseconds: wait
+                    # for it here, not on a thread of the pool with a connection of its own
+                    # (a burst of writes would leave a thread and a page cache for each).
+                    await asyncio.wait([asyncio.wrap_future(checkpoint)])
+                else:
+                    self._inline_commits += 1
+                    if self._inline_commits % CHECKPOINT_EVERY == 0:
+                        self._checkpoint_in_background()
+                    return result
         return await run_in_threadpool(self.write_sync, command, *args, **kwargs)
 
     def _checkpoint_in_background(self) -> None:

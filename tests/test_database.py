@@ -7,6 +7,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from contextlib import closing
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -156,6 +157,33 @@ def test_writes_run_inline_and_wait_on_the_pool_while_another_writer_holds_the_l
     assert waited >= 0.25
     assert inline_in == loop_thread
     assert _throttled(sqlite_db) == {"waited@example.com", "inline@example.com"}
+
+
+def test_a_write_that_meets_the_checkpoints_lock_waits_for_it_on_the_event_loop(
+    sqlite_db: Database,
+) -> None:
+    """The checkpoint's last step holds the write lock: a write that meets it waits for the
+    checkpoint to end and then runs inline, not on a thread of the pool."""
+    lock = database._WRITE_LOCKS[make_url(sqlite_db.url).database]
+    checkpoint: Future[None] = Future()
+    sqlite_db._checkpoint = checkpoint
+    lock.acquire()
+
+    def end_the_checkpoint() -> None:
+        time.sleep(0.2)
+        lock.release()
+        checkpoint.set_result(None)
+
+    async def write() -> tuple[str, float]:
+        threading.Thread(target=end_the_checkpoint).start()
+        start = time.perf_counter()
+        written_in = await sqlite_db.write(_throttle_row("waited@example.com"))
+        return written_in, time.perf_counter() - start
+
+    written_in, waited = asyncio.run(write())
+    assert written_in == threading.current_thread().name  # the event loop's thread
+    assert waited >= 0.15
+    assert _throttled(sqlite_db) == {"waited@example.com"}
 
 
 def test_an_inline_write_refused_the_lock_leaves_the_next_ones_atomic(
