@@ -158,16 +158,25 @@ def server(system_database: str, tmp_path: Path) -> Iterator[Server]:
         yield running
 
 
+# Webhook deliveries at test speed: polled, retried and leased in fractions of the defaults.
+FAST_DELIVERY = {
+    "WEBHOOK_POLL_SECONDS": "0.2",
+    "WEBHOOK_RETRY_BASE_SECONDS": "0.3",
+    "WEBHOOK_LEASE_SECONDS": "3",
+}
+
+
 @pytest.fixture(scope="session", params=BACKENDS)
 def shared_server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
     """One server for the tests that keep out of each other's way: each signs up users of its
-    own and counts only what it made. Starting 4 workers costs seconds; the signup limit is
-    raised since those tests together sign up many users from one address."""
+    own and counts only what it made (a test that registers a webhook deletes it). Starting 4
+    workers costs seconds; the signup limit is raised since those tests together sign up many
+    users from one address, and webhooks are delivered at test speed."""
     directory = tmp_path_factory.mktemp("shared-server")
     with empty_database(request.param, directory) as url:
         _prepare(url)
-        env = {"SIGNUP_MAX_PER_HOUR": "1000"}
+        env = {"SIGNUP_MAX_PER_HOUR": "1000", **FAST_DELIVERY}
         with _serving(url, directory / "server.log", env) as running:
             yield running
