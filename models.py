@@ -302,9 +302,13 @@ class WebhookDelivery(Base):
 
     __tablename__ = "webhook_deliveries"
     __table_args__ = (
-        # What is due: pending deliveries by their next attempt.
-        Index("ix_webhook_deliveries_status_next_attempt_at", "status", "next_attempt_at"),
+        # A webhook's deliveries, newest first (its delivery log).
         Index("ix_webhook_deliveries_webhook_id_id", "webhook_id", "id"),
+        # What is due, webhook by webhook, oldest first: found without walking the deliveries
+        # already made. (An index on (status, next_attempt_at) served "any webhook with
+        # something due" too, but SQLite, without statistics, took it for one webhook's next
+        # delivery as well, and sorted every webhook's backlog on every attempt.)
+        Index("ix_webhook_deliveries_webhook_id_status_id", "webhook_id", "status", "id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -92,14 +92,21 @@ def _lease(
     conn: Connection, owner: str, now: datetime, lease: timedelta, limit: int
 ) -> list[Leased]:
     """Lease active webhooks that have deliveries due and no live lease."""
-    due = select(WebhookDelivery.webhook_id).where(
-        WebhookDelivery.status == DeliveryStatus.pending,
-        WebhookDelivery.next_attempt_at <= now,
+    # For each webhook, its pending deliveries by the (webhook_id, status, id) index: the
+    # cost follows the webhooks and their pending deliveries, never the deliveries made.
+    due = (
+        select(WebhookDelivery.id)
+        .where(
+            WebhookDelivery.webhook_id == Webhook.id,
+            WebhookDelivery.status == DeliveryStatus.pending,
+            WebhookDelivery.next_attempt_at <= now,
+        )
+        .exists()
     )
     free = or_(Webhook.lease_until.is_(None), Webhook.lease_until < now)
     candidates = conn.scalars(
         select(Webhook.id)
-        .where(Webhook.id.in_(due), Webhook.is_active, free)
+        .where(due, Webhook.is_active, free)
         .order_by(Webhook.id)
         .limit(limit)
         .with_for_update(skip_locked=True)  # PostgreSQL: never wait for another deliverer

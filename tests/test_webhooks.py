@@ -4,15 +4,17 @@ runs it in the real server and in `manage.py deliver-webhooks`)."""
 
 import asyncio
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import Connection, event, func, select, update
 
+import webhook_delivery
 import webhook_signing
 from asgi_client import TestClient
 from conftest import Account
+from database import Database
 from models import DeliveryStatus, Webhook, WebhookAttempt, WebhookDelivery, WebhookEvent, utcnow
 from settings import Environment, Settings
 from webhook_delivery import Deliverer, backoff_seconds
@@ -496,3 +498,49 @@ def test_pruning_removes_old_succeeded_deliveries_and_their_events(
     client.app.state.db.write_sync(_prune, later)
     assert count(client, WebhookDelivery) == 1  # the pending one stays
     assert count(client, WebhookEvent) == 1  # and its event; the other two went
+
+
+def test_what_is_due_is_found_through_the_index_of_pending_deliveries(
+    client: TestClient, database_url: str
+) -> None:
+    """Which webhooks have something due, and a webhook's oldest due delivery: neither walks
+    the deliveries already made nor sorts the backlog, so their cost does not grow with them."""
+    database = client.app.state.db
+    lease = timedelta(seconds=30)
+    leased = _plan(database, database_url, database.write_sync, "x", utcnow(), lease, 5)
+    next_due = _plan(database, database_url, database.read_sync, 1, utcnow())
+    for found in (leased, next_due):
+        assert "ix_webhook_deliveries_webhook_id_status_id" in found, found
+    # One webhook's pending deliveries come in id order: the oldest due one ends the walk.
+    assert "TEMP B-TREE" not in next_due, next_due
+    assert "Sort" not in next_due, next_due
+
+
+def _plan(database: Database, database_url: str, run: Callable, *args: object) -> str:
+    """The plan of the one statement on webhook_deliveries that `run(function, *args)`
+    sends, for the function of `webhook_delivery` that `run`'s first argument names."""
+    function = webhook_delivery._lease if run == database.write_sync else webhook_delivery._next_due
+    statements: list[tuple[str, object]] = []
+
+    def capture(_conn, _cursor, statement: str, parameters: object, *_: object) -> None:
+        if "webhook_deliveries" in statement:
+            statements.append((statement, parameters))
+
+    event.listen(database.engine, "before_cursor_execute", capture)
+    try:
+        run(function, *args)
+    finally:
+        event.remove(database.engine, "before_cursor_execute", capture)
+    [(statement, parameters)] = statements
+    sqlite = database_url.startswith("sqlite")
+
+    def explain(conn: Connection) -> str:
+        if not sqlite:
+            # Nearly empty tables, where a sequential scan is always cheapest: ask whether an
+            # index *can* serve the query (for this transaction only).
+            conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
+        prefix = "EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN "
+        rows = conn.exec_driver_sql(prefix + statement, parameters).all()
+        return "\n".join(" ".join(str(value) for value in row) for row in rows)
+
+    return database.read_sync(explain)
