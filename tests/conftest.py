@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import create_engine, text, update
+from sqlalchemy import Connection, create_engine, text, update
 from sqlalchemy.engine import make_url
 
 from asgi_client import PEER, TestClient
@@ -227,6 +227,23 @@ def client(
         app.state.db = kept[key]
     with TestClient(app) as test_client:  # its shutdown disposes of the database's connections
         yield test_client
+
+
+def query_plan(database: Database, sql: str, parameters: object) -> str:
+    """The database's plan for a statement as the driver gets it, a line per step. On
+    PostgreSQL with sequential scans off (for that transaction only): the test tables are
+    nearly empty, where a sequential scan is always cheapest, and the question is whether an
+    index *can* serve the query."""
+    sqlite = database.engine.dialect.name == "sqlite"
+
+    def explain(conn: Connection) -> str:
+        if not sqlite:
+            conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
+        prefix = "EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN "
+        rows = conn.exec_driver_sql(prefix + sql, parameters).all()
+        return "\n".join(" ".join(str(value) for value in row) for row in rows)
+
+    return database.read_sync(explain)
 
 
 class AtOnce:

@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import inspect, update
 
 from asgi_client import TestClient
-from conftest import Account
+from conftest import Account, query_plan
 from models import Order
 from test_orders import list_orders, place
 
@@ -161,30 +161,17 @@ def test_every_filter_is_served_by_an_index(
         False,
         True,
     )
-    plans = [plan(client, database_url, statement.statement) for statement in (count, rows)]
+    plans = [plan(client, statement.statement) for statement in (count, rows)]
     for found in plans:
         assert "orders" in found
         assert not full_scan_of_orders(found, database_url), found
 
 
-def plan(client: TestClient, database_url: str, statement: object) -> str:
-    dialect = client.app.state.db.engine.dialect
-    compiled = statement.compile(dialect=dialect, compile_kwargs={"literal_binds": False})
-    sql = str(compiled)
+def plan(client: TestClient, statement: object) -> str:
+    database = client.app.state.db
+    compiled = statement.compile(dialect=database.engine.dialect)
     params = {key: _sample(key) for key in compiled.params}
-    sqlite = database_url.startswith("sqlite")
-
-    def explain(conn: object) -> list:
-        if not sqlite:
-            # The test tables are nearly empty, where a sequential scan is always cheapest:
-            # ask whether an index *can* serve the query.
-            conn.exec_driver_sql("SET enable_seqscan = off")
-        prefix = "EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN "
-        return conn.exec_driver_sql(prefix + sql, _driver(compiled, params)).all()
-
-    return "\n".join(
-        " ".join(str(v) for v in row) for row in client.app.state.db.read_sync(explain)
-    )
+    return query_plan(database, str(compiled), _driver(compiled, params))
 
 
 def _sample(key: str) -> object:

@@ -8,12 +8,12 @@ from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 
 import pytest
-from sqlalchemy import Connection, event, func, select, update
+from sqlalchemy import event, func, select, update
 
 import webhook_delivery
 import webhook_signing
 from asgi_client import TestClient
-from conftest import Account
+from conftest import Account, query_plan
 from database import Database
 from models import DeliveryStatus, Webhook, WebhookAttempt, WebhookDelivery, WebhookEvent, utcnow
 from settings import Environment, Settings
@@ -501,14 +501,14 @@ def test_pruning_removes_old_succeeded_deliveries_and_their_events(
 
 
 def test_what_is_due_is_found_through_the_index_of_pending_deliveries(
-    client: TestClient, database_url: str
+    client: TestClient,
 ) -> None:
     """Which webhooks have something due, and a webhook's oldest due delivery: neither walks
     the deliveries already made nor sorts the backlog, so their cost does not grow with them."""
     database = client.app.state.db
     lease = timedelta(seconds=30)
-    leased = _plan(database, database_url, database.write_sync, "x", utcnow(), lease, 5)
-    next_due = _plan(database, database_url, database.read_sync, 1, utcnow())
+    leased = _plan(database, database.write_sync, webhook_delivery._lease, "x", utcnow(), lease, 5)
+    next_due = _plan(database, database.read_sync, webhook_delivery._next_due, 1, utcnow())
     for found in (leased, next_due):
         assert "ix_webhook_deliveries_webhook_id_status_id" in found, found
     # One webhook's pending deliveries come in id order: the oldest due one ends the walk.
@@ -516,10 +516,8 @@ def test_what_is_due_is_found_through_the_index_of_pending_deliveries(
     assert "Sort" not in next_due, next_due
 
 
-def _plan(database: Database, database_url: str, run: Callable, *args: object) -> str:
-    """The plan of the one statement on webhook_deliveries that `run(function, *args)`
-    sends, for the function of `webhook_delivery` that `run`'s first argument names."""
-    function = webhook_delivery._lease if run == database.write_sync else webhook_delivery._next_due
+def _plan(database: Database, run: Callable, function: Callable, *args: object) -> str:
+    """The plan of the one statement on webhook_deliveries that `run(function, *args)` sends."""
     statements: list[tuple[str, object]] = []
 
     def capture(_conn, _cursor, statement: str, parameters: object, *_: object) -> None:
@@ -532,15 +530,4 @@ def _plan(database: Database, database_url: str, run: Callable, *args: object) -
     finally:
         event.remove(database.engine, "before_cursor_execute", capture)
     [(statement, parameters)] = statements
-    sqlite = database_url.startswith("sqlite")
-
-    def explain(conn: Connection) -> str:
-        if not sqlite:
-            # Nearly empty tables, where a sequential scan is always cheapest: ask whether an
-            # index *can* serve the query (for this transaction only).
-            conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
-        prefix = "EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN "
-        rows = conn.exec_driver_sql(prefix + statement, parameters).all()
-        return "\n".join(" ".join(str(value) for value in row) for row in rows)
-
-    return database.read_sync(explain)
+    return query_plan(database, statement, parameters)
