@@ -304,11 +304,11 @@ class Database:
     def checkpoint(self) -> None:
         """Copy the write-ahead log into the database file, in two PASSIVE steps (neither
         waits for a reader). The first copies while this process's writers go on; the second,
-        holding their lock, copies the few commits they added meanwhile (they wait for it on
-        the thread pool, never on the event loop). Only a log copied to its end starts again
-        from its beginning at the next write: copied only beside steady writes, it never was,
-        and grew by every commit for as long as the load lasted. A failed checkpoint changes
-        nothing (the log keeps every commit): the next one retries."""
+        holding their lock, copies the few commits they added meanwhile (they wait for it
+        without holding up the event loop: see `write`). Only a log copied to its end starts
+        again from its beginning at the next write: copied only beside steady writes, it never
+        was, and grew by every commit for as long as the load lasted. A failed checkpoint
+        changes nothing (the log keeps every commit): the next one retries."""
         try:
             with self.engine.connect() as conn:
                 conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
