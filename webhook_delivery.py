@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import httpx
-from sqlalchemy import Connection, delete, exists, insert, or_, select, update
+from sqlalchemy import ColumnElement, Connection, delete, exists, insert, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 import logs
@@ -88,25 +88,25 @@ class Outcome:
 # --- the database side ----------------------------------------------------------------------
 
 
+def _due(now: datetime) -> tuple[ColumnElement[bool], ...]:
+    """A delivery is due when it is pending and its next attempt's time has come."""
+    return (
+        WebhookDelivery.status == DeliveryStatus.pending,
+        WebhookDelivery.next_attempt_at <= now,
+    )
+
+
 def _lease(
     conn: Connection, owner: str, now: datetime, lease: timedelta, limit: int
 ) -> list[Leased]:
     """Lease active webhooks that have deliveries due and no live lease."""
     # For each webhook, its pending deliveries by the (webhook_id, status, id) index: the
     # cost follows the webhooks and their pending deliveries, never the deliveries made.
-    due = (
-        select(WebhookDelivery.id)
-        .where(
-            WebhookDelivery.webhook_id == Webhook.id,
-            WebhookDelivery.status == DeliveryStatus.pending,
-            WebhookDelivery.next_attempt_at <= now,
-        )
-        .exists()
-    )
+    due = select(WebhookDelivery.id).where(WebhookDelivery.webhook_id == Webhook.id, *_due(now))
     free = or_(Webhook.lease_until.is_(None), Webhook.lease_until < now)
     candidates = conn.scalars(
         select(Webhook.id)
-        .where(due, Webhook.is_active, free)
+        .where(due.exists(), Webhook.is_active, free)
         .order_by(Webhook.id)
         .limit(limit)
         .with_for_update(skip_locked=True)  # PostgreSQL: never wait for another deliverer
@@ -126,11 +126,7 @@ def _next_due(conn: Connection, webhook_id: int, now: datetime) -> Due | None:
     row = conn.execute(
         select(WebhookDelivery.id, WebhookDelivery.attempts, WebhookEvent.uid, WebhookEvent.body)
         .join(WebhookEvent, WebhookEvent.id == WebhookDelivery.event_id)
-        .where(
-            WebhookDelivery.webhook_id == webhook_id,
-            WebhookDelivery.status == DeliveryStatus.pending,
-            WebhookDelivery.next_attempt_at <= now,
-        )
+        .where(WebhookDelivery.webhook_id == webhook_id, *_due(now))
         .order_by(WebhookDelivery.id)
         .limit(1)
     ).one_or_none()
