@@ -17,12 +17,16 @@ import httpx2
 import pytest
 
 from conftest import BACKENDS, PASSWORD, TEST_SECRET, empty_database
-from database import upgrade_to_head
 from manage import create_admin
 from settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 WORKERS = 4
+# The one HTTP client of the system tests (safe to share between threads). A client of its
+# own per request read the CA bundle each time: tens of milliseconds of the test process's
+# CPU, hundreds of times. None of its connections is kept: each request opens its own, so
+# a server's load spreads over its workers, as when every request had a client of its own.
+HTTP = httpx2.Client(timeout=60, limits=httpx2.Limits(max_keepalive_connections=0))
 
 
 def free_port() -> int:
@@ -88,7 +92,7 @@ class Server:
     def request(self, method: str, path: str, **kwargs) -> httpx2.Response:
         """One request on a fresh connection, so the load spreads over every worker."""
         headers = {"Connection": "close", **kwargs.pop("headers", {})}
-        return httpx2.request(method, self.base_url + path, headers=headers, timeout=60, **kwargs)
+        return HTTP.request(method, self.base_url + path, headers=headers, **kwargs)
 
     def login(self, email: str, password: str = PASSWORD) -> dict[str, str]:
         body = {"email": email, "password": password}
@@ -120,8 +124,7 @@ def concurrently(calls: list[Callable[[], object]]) -> list:
 
 
 def _prepare(url: str) -> None:
-    """Migrate, and add the admin (admin@example.com)."""
-    upgrade_to_head(url)
+    """Migrate (when a server has not), and add the admin (admin@example.com)."""
     settings = Settings(_env_file=None, database_url=url, secret_key=TEST_SECRET)
     create_admin(settings, "admin@example.com", "Admin", password_source=lambda: PASSWORD)
 
@@ -135,11 +138,15 @@ def system_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[
 
 
 @contextmanager
-def _serving(url: str, log_path: Path, env: dict[str, str] | None = None) -> Iterator[Server]:
+def _serving(
+    url: str, log_path: Path, env: dict[str, str] | None = None, *, empty: bool = False
+) -> Iterator[Server]:
     """A running 4-worker server with two products (ids 1 and 2), and no 5xx in its log once
-    it stops."""
+    it stops. On an `empty` database, its workers migrate it, and the admin is added then."""
     running = Server(url, log_path, env=env).start()
     try:
+        if empty:
+            _prepare(url)
         admin = running.login("admin@example.com")
         for name, price in [("Coffee", "12.50"), ("Tea", "3.99")]:
             body = {"name": name, "price": price}
@@ -173,10 +180,11 @@ def shared_server(
     """One server for the tests that keep out of each other's way: each signs up users of its
     own and counts only what it made (a test that registers a webhook deletes it). Starting 4
     workers costs seconds; the signup limit is raised since those tests together sign up many
-    users from one address, and webhooks are delivered at test speed."""
+    users from one address, and webhooks are delivered at test speed. It starts on an empty
+    database, as a first deployment does: test_startup checks that its workers migrated it
+    once."""
     directory = tmp_path_factory.mktemp("shared-server")
     with empty_database(request.param, directory) as url:
-        _prepare(url)
         env = {"SIGNUP_MAX_PER_HOUR": "1000", **FAST_DELIVERY}
-        with _serving(url, directory / "server.log", env) as running:
+        with _serving(url, directory / "server.log", env, empty=True) as running:
             yield running

@@ -20,7 +20,7 @@ import httpx2
 import pytest
 
 from conftest import PASSWORD, report
-from tests.system.conftest import REPO, Server, concurrently, free_port
+from tests.system.conftest import HTTP, REPO, Server, concurrently, free_port
 
 # Debian puts nginx in /usr/sbin, which a plain user's PATH may lack.
 NGINX = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/sbin")
@@ -68,7 +68,7 @@ class Nginx:
         while time.monotonic() < deadline:
             assert self.process.poll() is None, self.logs()
             try:
-                if httpx2.get(self.base_url + "/health", timeout=2).status_code == 200:
+                if HTTP.get(self.base_url + "/health", timeout=2).status_code == 200:
                     return self
             except httpx2.TransportError:
                 pass
@@ -162,7 +162,7 @@ def _through_a_marker(nginx: Nginx, server: Server) -> tuple[list[dict], int]:
     """Send a request with an id of our own and wait for its access line: every request
     answered before it has its line by then. The lines, and the marker's index in them."""
     marker = f"marker-{os.urandom(8).hex()}"
-    response = httpx2.get(nginx.base_url + "/health", headers={"X-Request-ID": marker})
+    response = HTTP.get(nginx.base_url + "/health", headers={"X-Request-ID": marker})
     assert response.status_code == 200
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
@@ -216,10 +216,10 @@ def status_and_headers(answer: bytes) -> tuple[int, dict[str, list[str]], bytes]
 
 def test_a_request_goes_through_nginx_without_uvicorns_banner(proxied) -> None:
     nginx, server = proxied
-    direct = httpx2.get(server.base_url + "/health")
+    direct = HTTP.get(server.base_url + "/health")
     assert direct.headers.get_list("server") == ["uvicorn"]  # what nginx has to keep back
 
-    response = httpx2.get(nginx.base_url + "/health")
+    response = HTTP.get(nginx.base_url + "/health")
     assert response.status_code == 200
     assert response.json() == {"status": "ok", "database": "ok"}
     rid = response.headers["x-request-id"]
@@ -282,13 +282,13 @@ def test_bodies_over_1_mib_are_refused_by_nginx(proxied) -> None:
     url = nginx.base_url + "/auth/login"
     json_type = {"Content-Type": "application/json"}
     # Over client_body_buffer_size: spooled to client_body_temp/, then passed on whole.
-    spooled = httpx2.post(url, content=b'{"email": "' + b"a" * 100_000 + b'"}', headers=json_type)
+    spooled = HTTP.post(url, content=b'{"email": "' + b"a" * 100_000 + b'"}', headers=json_type)
     assert spooled.status_code == 422
     assert "x-request-id" in spooled.headers
 
     seen = app_log_position(nginx, server)
     body = b"x" * (1024 * 1024 + 1)
-    response = httpx2.post(url, content=body, headers=json_type)
+    response = HTTP.post(url, content=body, headers=json_type)
     assert response.status_code == 413
     assert "x-request-id" not in response.headers
     assert response.json() == {"detail": "Request body is larger than 1048576 bytes"}
@@ -343,7 +343,7 @@ def test_forged_forwarded_for_does_not_escape_the_signup_limit(own_proxied) -> N
         forged = [("X-Forwarded-For", f"203.0.113.{n}")]
         if n % 2:  # a second header too: nginx drops every one the client sent
             forged.append(("X-Forwarded-For", f"198.51.100.{n}, 192.0.2.{n}"))
-        return httpx2.post(url, json=body, headers=forged)
+        return HTTP.post(url, json=body, headers=forged)
 
     statuses = [signup(n).status_code for n in range(1, SIGNUP_LIMIT + 1)]
     assert statuses == [201] * SIGNUP_LIMIT

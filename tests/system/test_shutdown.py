@@ -16,7 +16,7 @@ from conftest import backend_of, report
 from database import Database
 from models import Order
 from settings import Settings
-from tests.system.conftest import Server
+from tests.system.conftest import HTTP, Server
 
 ONE_ITEM = {"items": [{"product_id": 1, "quantity": 1}]}
 
@@ -41,7 +41,7 @@ def test_sigterm_lets_the_request_in_flight_finish(system_database: str, tmp_pat
         os.killpg(server.process.pid, signal.SIGTERM)
         time.sleep(0.5)
         with pytest.raises(httpx2.TransportError):  # no new connection is taken
-            httpx2.get(server.base_url + "/health", timeout=1)
+            HTTP.get(server.base_url + "/health", timeout=1)
         client.sendall(body[5:])
         answer = client.recv(65536).decode()
     assert answer.startswith("HTTP/1.1 201"), answer
