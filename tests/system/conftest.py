@@ -73,15 +73,24 @@ class Server:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        # Ready when every worker (not only the first to bind) has finished its start-up.
+        # Ready when every worker (not only the first to bind) has finished its start-up, and
+        # the port takes connections: a single uvicorn process binds it only after start-up.
         self._ready_lines += self.workers
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             assert self.process.poll() is None, self.log_path.read_text()
-            if self.log_path.read_text().count("Application startup complete") >= self._ready_lines:
+            started = self.log_path.read_text().count("Application startup complete")
+            if started >= self._ready_lines and self._accepting():
                 return self
             time.sleep(0.1)
         raise AssertionError(f"server did not start:\n{self.log_path.read_text()}")
+
+    def _accepting(self) -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+        except OSError:
+            return False
+        return True
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.process is not None and self.process.poll() is None:
