@@ -1,7 +1,9 @@
 """The test webhook receiver does what the webhook tests rely on."""
 
+import socket
 import threading
 import time
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -94,3 +96,19 @@ def test_a_chunked_body_is_read_whole():
         [got] = hook.wait_for(1)
         assert got.headers["transfer-encoding"] == "chunked"
         assert got.body == b"one two three"
+
+
+@pytest.mark.parametrize(
+    "head",
+    [b'Content-Length: 100\r\n\r\n{"partial', b'Transfer-Encoding: chunked\r\n\r\n64\r\n{"partial'],
+)
+def test_a_body_cut_short_by_a_sender_that_died_is_no_request(head: bytes):
+    with receiver() as hook:
+        address = urlsplit(hook.url)
+        with socket.create_connection((address.hostname, address.port)) as sender:
+            sender.sendall(b"POST " + address.path.encode() + b" HTTP/1.1\r\nHost: x\r\n" + head)
+            sender.shutdown(socket.SHUT_WR)  # as a process killed mid-request
+            assert sender.recv(1024) == b""  # closed without an answer
+        response = httpx.post(hook.url, content=b"{}")
+        assert response.status_code == 204
+        assert [r.body for r in hook.attempts] == [b"{}"]

@@ -108,12 +108,16 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         receiver = self.server.receiver
         arrived = time.monotonic()
+        body = self._body()
+        if body is None:  # the sender went away mid-body (killed): no request, as on a server
+            self.close_connection = True
+            return
         request = receiver._arrived(
             Received(
                 method=self.command,
                 path=self.path,
                 headers={name.lower(): value for name, value in self.headers.items()},
-                body=self._body(),
+                body=body,
                 at=arrived,
                 status=0,
             )
@@ -142,12 +146,23 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
         self.wfile.flush()
 
-    def _body(self) -> bytes:
+    def _body(self) -> bytes | None:
+        """The whole body, or None when the connection ended before it did."""
         if self.headers.get("Transfer-Encoding", "").lower() != "chunked":
-            return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length)
+            return body if len(body) == length else None
         chunks = []
-        while size := int(self.rfile.readline().split(b";")[0], 16):
-            chunks.append(self.rfile.read(size))
+        while True:
+            size_line = self.rfile.readline()
+            if not size_line:
+                return None
+            if not (size := int(size_line.split(b";")[0], 16)):
+                break
+            chunk = self.rfile.read(size)
+            if len(chunk) < size:
+                return None
+            chunks.append(chunk)
             self.rfile.readline()  # the CRLF after each chunk
         while self.rfile.readline() not in (b"\r\n", b"\n", b""):
             pass  # trailers
