@@ -5,10 +5,7 @@ headers, body schema, Allow), invalid data must be refused and valid data accept
 authentication must not be ignored."""
 
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 
-import coverage
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
@@ -78,29 +75,13 @@ def test_every_operation_survives_generated_requests(
     assert len(operations) >= 20
 
     calls = Counter()
-    with untraced():
-        for operation in operations:
-            fuzz_operation(operation, admin, calls)
+    for operation in operations:
+        fuzz_operation(operation, admin, calls)
 
     report(
         f"{backend_of(database_url)}: schemathesis sent {calls.total()} requests to "
         f"{len(operations)} operations: " + ", ".join(f"{calls[k]} {k}xx" for k in sorted(calls))
     )
-
-
-@contextmanager
-def untraced() -> Iterator[None]:
-    """Coverage's tracer paused: generating requests makes millions of calls, and tracing
-    them doubled this test's time. This test checks behaviour, not which lines run."""
-    tracer = coverage.Coverage.current()
-    if tracer is None:
-        yield
-        return
-    tracer.stop()
-    try:
-        yield
-    finally:
-        tracer.start()
 
 
 def fuzz_operation(operation: schemathesis.APIOperation, admin: Account, calls: Counter) -> None:
