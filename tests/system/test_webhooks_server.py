@@ -128,7 +128,7 @@ def test_a_kill_9_mid_load_loses_no_acknowledged_order_nor_its_event(
     threads = [threading.Thread(target=place, args=(user,)) for user in users]
     for thread in threads:
         thread.start()
-    time.sleep(1)
+    time.sleep(0.5)  # over a hundred orders in, with their deliveries going out
     server.stop(signal.SIGKILL)
     stop.set()
     for thread in threads:
