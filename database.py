@@ -409,11 +409,10 @@ class Database:
         self.engine.dispose()
 
 
-def upsert(conn: Connection, table: type) -> "postgresql.Insert | sqlite.Insert":
+def upsert(dialect: str, table: type) -> "postgresql.Insert | sqlite.Insert":
     """An INSERT that can say what to do on a conflict (`on_conflict_do_update`), in the
-    dialect of the connection's database: PostgreSQL's and SQLite's share the form."""
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    return dialect.insert(table)
+    named dialect (a connection's `dialect.name`): PostgreSQL's and SQLite's share the form."""
+    return (postgresql if dialect == "postgresql" else sqlite).insert(table)
 
 
 def _in_write_transaction(

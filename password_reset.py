@@ -90,7 +90,7 @@ def _issue_token(
     """A new token for the account, replacing any older one."""
     token = secrets.token_urlsafe(32)
     now = utcnow()
-    insert = upsert(conn, PasswordResetToken).values(
+    insert = upsert(conn.dialect.name, PasswordResetToken).values(
         user_id=user_id,
         token_hash=token_hash(token),
         expires_at=now + timedelta(minutes=settings.password_reset_minutes),

@@ -10,10 +10,11 @@ attempts arrive, so the table holds only the keys tried within their window.
 import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 
-from sqlalchemy import Connection, case, delete, select
+from sqlalchemy import Connection, Executable, bindparam, case, delete, select
 
-from database import upsert as upsert_into
+from database import upsert
 from models import RateLimitWindow, utcnow
 
 # Ended windows deleted per attempt: bounded work, and far more than attempts add.
@@ -36,26 +37,49 @@ def reserve(conn: Connection, limit: Limit, key: str) -> int | None:
     takes the count back: that changes nothing, since a window ends a fixed time after its
     first attempt, however many come after."""
     now = utcnow()
-    ends = now + timedelta(seconds=limit.window_seconds)
-    ended = RateLimitWindow.expires_at <= now
-    upsert = upsert_into(conn, RateLimitWindow).values(
-        bucket=limit.bucket(key), attempts=1, expires_at=ends
-    )
+    count_attempt, prune = _statements(conn.dialect.name)
     attempts, expires_at = conn.execute(
-        upsert.on_conflict_do_update(
-            index_elements=[RateLimitWindow.bucket],
-            set_={
-                "attempts": case((ended, 1), else_=RateLimitWindow.attempts + 1),
-                "expires_at": case(
-                    (ended, upsert.excluded.expires_at), else_=RateLimitWindow.expires_at
-                ),
-            },
-        ).returning(RateLimitWindow.attempts, RateLimitWindow.expires_at)
+        count_attempt,
+        {
+            "bucket": limit.bucket(key),
+            "now": now,
+            "ends": now + timedelta(seconds=limit.window_seconds),
+        },
     ).one()
-    _prune(conn, now)
+    conn.execute(prune, {"now": now})
     if attempts <= limit.max_attempts:
         return None
     return _seconds_until(expires_at, now)
+
+
+@cache
+def _statements(dialect: str) -> tuple[Executable, Executable]:
+    """The attempt's upsert and the prune of ended windows, built once per dialect (a login
+    or a signup would otherwise build them again, each time), with their values bound."""
+    moment = RateLimitWindow.expires_at.type
+    ended = RateLimitWindow.expires_at <= bindparam("now", type_=moment)
+    insert = upsert(dialect, RateLimitWindow).values(
+        bucket=bindparam("bucket"), attempts=1, expires_at=bindparam("ends", type_=moment)
+    )
+    count_attempt = insert.on_conflict_do_update(
+        index_elements=[RateLimitWindow.bucket],
+        set_={
+            "attempts": case((ended, 1), else_=RateLimitWindow.attempts + 1),
+            "expires_at": case(
+                (ended, insert.excluded.expires_at), else_=RateLimitWindow.expires_at
+            ),
+        },
+    ).returning(RateLimitWindow.attempts, RateLimitWindow.expires_at)
+    # SKIP LOCKED (PostgreSQL; SQLite has one writer anyway): never wait for a row another
+    # attempt holds, which could deadlock with that attempt's own prune.
+    ended_windows = (
+        select(RateLimitWindow.bucket)
+        .where(ended)
+        .limit(PRUNE_BATCH)
+        .with_for_update(skip_locked=True)
+    )
+    prune = delete(RateLimitWindow).where(RateLimitWindow.bucket.in_(ended_windows))
+    return count_attempt, prune
 
 
 def clear(conn: Connection, limit: Limit, key: str) -> None:
@@ -65,15 +89,3 @@ def clear(conn: Connection, limit: Limit, key: str) -> None:
 
 def _seconds_until(moment: datetime, now: datetime) -> int:
     return max(1, math.ceil((moment - now).total_seconds()))
-
-
-def _prune(conn: Connection, now: datetime) -> None:
-    # SKIP LOCKED (PostgreSQL; SQLite has one writer anyway): never wait for a row another
-    # attempt holds, which could deadlock with that attempt's own prune.
-    ended = (
-        select(RateLimitWindow.bucket)
-        .where(RateLimitWindow.expires_at <= now)
-        .limit(PRUNE_BATCH)
-        .with_for_update(skip_locked=True)
-    )
-    conn.execute(delete(RateLimitWindow).where(RateLimitWindow.bucket.in_(ended)))
