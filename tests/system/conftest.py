@@ -19,6 +19,7 @@ import pytest
 from conftest import BACKENDS, PASSWORD, TEST_SECRET, empty_database
 from manage import create_admin
 from settings import Settings
+from smtp_server import Inbox, smtp_server
 
 REPO = Path(__file__).resolve().parents[2]
 WORKERS = 4
@@ -182,18 +183,39 @@ FAST_DELIVERY = {
 }
 
 
+def smtp_env(port: int) -> dict[str, str]:
+    """A server's settings for sending its emails to the test SMTP server on `port`."""
+    return {
+        "SMTP_HOST": "127.0.0.1",
+        "SMTP_PORT": str(port),
+        "SMTP_STARTTLS": "false",
+        "EMAIL_FROM": "shop@example.com",
+        "PASSWORD_RESET_URL": "https://shop.example.com/reset?token={token}",
+    }
+
+
+@pytest.fixture(scope="session")
+def shared_inbox() -> Iterator[tuple[Inbox, int]]:
+    """The SMTP server the shared servers send their emails to (both backends': a test tells
+    its own messages by their recipient)."""
+    with smtp_server() as running:
+        yield running
+
+
 @pytest.fixture(scope="session", params=BACKENDS)
 def shared_server(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    shared_inbox: tuple[Inbox, int],
 ) -> Iterator[Server]:
     """One server for the tests that keep out of each other's way: each signs up users of its
     own and counts only what it made (a test that registers a webhook deletes it). Starting 4
     workers costs seconds; the signup limit is raised since those tests together sign up many
-    users from one address, and webhooks are delivered at test speed. It starts on an empty
-    database, as a first deployment does: test_startup checks that its workers migrated it
-    once."""
+    users from one address, webhooks are delivered at test speed, and emails go to
+    `shared_inbox`. It starts on an empty database, as a first deployment does: test_startup
+    checks that its workers migrated it once."""
     directory = tmp_path_factory.mktemp("shared-server")
     with empty_database(request.param, directory) as url:
-        env = {"SIGNUP_MAX_PER_HOUR": "1000", **FAST_DELIVERY}
+        env = {"SIGNUP_MAX_PER_HOUR": "1000", **FAST_DELIVERY, **smtp_env(shared_inbox[1])}
         with _serving(url, directory / "server.log", env, empty=True) as running:
             yield running
