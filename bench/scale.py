@@ -222,7 +222,9 @@ class Bulk:
     def write(self, rows: Rows) -> None:
         raise NotImplementedError
 
-    def commit(self) -> None:
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """The writes inside it, committed together at its end."""
         raise NotImplementedError
 
 
@@ -248,9 +250,11 @@ class SQLiteBulk(Bulk):
         for sql, table in zip(INSERTS, (rows.orders, rows.items, rows.changes), strict=True):
             self.conn.executemany(sql, table)
 
-    def commit(self) -> None:
-        self.conn.execute("COMMIT")
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
         self.conn.execute("BEGIN")
+        yield
+        self.conn.execute("COMMIT")
 
 
 class SQLiteStore(Store):
@@ -273,9 +277,7 @@ class SQLiteStore(Store):
                 "temp_store=MEMORY",
             ):
                 conn.execute(f"PRAGMA {pragma}")
-            conn.execute("BEGIN")
             yield SQLiteBulk(conn)
-            conn.execute("COMMIT")
             # The app then reads the database file, not a WAL as large as the step.
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:
@@ -300,8 +302,10 @@ class PostgresBulk(Bulk):
                 with cursor.copy(f"COPY {columns} FROM STDIN") as copy:
                     copy.write(lines)
 
-    def commit(self) -> None:
-        self.conn.commit()
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        with self.conn.transaction():
+            yield
 
 
 class PostgresStore(Store):
@@ -322,7 +326,6 @@ class PostgresStore(Store):
         raw = self.engine.raw_connection()
         try:
             yield PostgresBulk(raw.driver_connection)
-            raw.commit()
         finally:
             raw.close()
 
@@ -348,12 +351,12 @@ def grow(store: Store, generator: Generator, start: int, end: int, progress: Pro
     began = time.perf_counter()
     tz = "+00" if isinstance(store, PostgresStore) else ""
     with store.bulk() as bulk:
-        for first in range(start + 1, end + 1, CHUNK):
-            last = min(first + CHUNK - 1, end)
-            bulk.write(generator.rows(first, last, tz))
-            if last % TRANSACTION == 0 and last != end:
-                bulk.commit()
-            progress.advance(task, last - first + 1)
+        for begin in range(start + 1, end + 1, TRANSACTION):
+            with bulk.transaction():
+                for first in range(begin, min(begin + TRANSACTION, end + 1), CHUNK):
+                    last = min(first + CHUNK - 1, end)
+                    bulk.write(generator.rows(first, last, tz))
+                    progress.advance(task, last - first + 1)
     progress.update(task, description=f"vacuum/checkpoint {store.name} at {end:,}")
     store.after_growth()
     progress.update(task, description=f"seeded {store.name} to {end:,} orders")
