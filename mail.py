@@ -4,13 +4,13 @@
 import asyncio
 import logging
 import smtplib
-import ssl
 from concurrent.futures import ThreadPoolExecutor
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid, parseaddr
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
+import tls
 from settings import BASE_DIR, Settings
 
 log = logging.getLogger("orders.mail")
@@ -79,9 +79,7 @@ def _deliver(settings: Settings, message: EmailMessage) -> None:
         settings.smtp_host, settings.smtp_port, timeout=settings.smtp_timeout_seconds
     ) as smtp:
         if settings.smtp_starttls:
-            # Verifies the server's certificate and name against the system's CAs
-            # (SSL_CERT_FILE names another bundle).
-            smtp.starttls(context=ssl.create_default_context())
+            smtp.starttls(context=tls.client_context())
         if settings.smtp_user:
             password = settings.smtp_password.get_secret_value() if settings.smtp_password else ""
             smtp.login(settings.smtp_user, password)

@@ -12,14 +12,12 @@ deliveries after it.
 
 import asyncio
 import contextlib
-import functools
 import logging
 import os
 import random
 import secrets
 import signal
 import socket
-import ssl
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -30,6 +28,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 import logs
 import metrics
+import tls
 import webhook_signing
 import webhook_urls
 from database import Database
@@ -283,18 +282,11 @@ async def send(client: httpx.AsyncClient, settings: Settings, webhook: Leased, d
     return outcome(code, None if 200 <= code < 300 else f"HTTP {code}")
 
 
-@functools.cache
-def _tls() -> ssl.SSLContext:
-    """httpx's TLS settings, made once per process: each new context reads the CA bundle
-    again (tens of milliseconds of CPU)."""
-    return httpx.create_ssl_context()
-
-
 def new_client() -> httpx.AsyncClient:
     # Redirects are not followed: a 3xx is a failed attempt (following one could lead into
     # the network the URL check keeps out).
     return httpx.AsyncClient(
-        verify=_tls(),
+        verify=tls.client_context(),
         timeout=SEND_TIMEOUT_SECONDS,
         follow_redirects=False,
         limits=httpx.Limits(max_connections=WEBHOOKS_AT_ONCE),

@@ -9,6 +9,7 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import func, select, update
 
+import tls
 from asgi_client import TestClient
 from conftest import PASSWORD, Account, login, signup, test_settings
 from models import PasswordResetToken, utcnow
@@ -368,6 +369,16 @@ def test_without_smtp_host_development_writes_the_message_to_the_log(
     assert confirm(client, token) == 204
 
 
+@pytest.fixture
+def fresh_tls() -> Iterator[None]:
+    """The app makes its TLS context once per process, from the environment at that moment: a
+    test that changes what the app trusts starts and ends with none made."""
+    tls.client_context.cache_clear()
+    yield
+    tls.client_context.cache_clear()
+
+
+@pytest.mark.usefixtures("fresh_tls")
 def test_starttls_and_login_against_a_server_that_requires_both(
     client: TestClient,
     alice: Account,
@@ -402,6 +413,7 @@ def test_starttls_and_login_against_a_server_that_requires_both(
     assert any("could not be sent: SMTPAuthenticationError" in line for line in log_lines)
 
 
+@pytest.mark.usefixtures("fresh_tls")
 def test_an_untrusted_certificate_is_refused(
     client: TestClient, alice: Account, settings: Settings, tmp_path: Path, log_lines: list[str]
 ) -> None:

@@ -1,0 +1,15 @@
+"""TLS for the app's outgoing connections (webhook receivers, the SMTP server): one client
+context per process, verifying certificates and host names."""
+
+import functools
+import ssl
+
+import httpx
+
+
+@functools.cache
+def client_context() -> ssl.SSLContext:
+    """httpx's defaults: certifi's CA bundle, or the one SSL_CERT_FILE (or SSL_CERT_DIR) names,
+    read once, as the environment stands at the first connection. Made once because each new
+    context parses the whole bundle again (tens of milliseconds of CPU)."""
+    return httpx.create_ssl_context()
