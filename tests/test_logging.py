@@ -7,7 +7,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import logs
 from asgi_client import TestClient
 from conftest import PASSWORD, Account
 from middleware import RequestContext
+from waiting import eventually
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -189,11 +189,12 @@ def test_uvicorn_with_the_log_config_writes_json_only(tmp_path: Path) -> None:
             command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
     try:
-        deadline = time.monotonic() + 60
-        while log_path.read_text().count("Application startup complete") < 2:
+
+        def started() -> bool:
             assert process.poll() is None, log_path.read_text()
-            assert time.monotonic() < deadline, f"no start-up:\n{log_path.read_text()}"
-            time.sleep(0.1)
+            return log_path.read_text().count("Application startup complete") >= 2
+
+        eventually(started, within=60, failure=lambda: f"no start-up:\n{log_path.read_text()}")
         port = re.search(r"Uvicorn running on http://127\.0\.0\.1:(\d+)", log_path.read_text())
         assert port is not None, log_path.read_text()
         with urllib.request.urlopen(f"http://127.0.0.1:{port[1]}/health", timeout=10) as answer:

@@ -7,7 +7,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -20,6 +19,7 @@ from conftest import BACKENDS, PASSWORD, TEST_SECRET, empty_database
 from manage import create_admin
 from settings import Settings
 from smtp_server import Inbox, smtp_server
+from waiting import eventually
 
 REPO = Path(__file__).resolve().parents[2]
 WORKERS = 4
@@ -77,14 +77,19 @@ class Server:
         # Ready when every worker (not only the first to bind) has finished its start-up, and
         # the port takes connections: a single uvicorn process binds it only after start-up.
         self._ready_lines += self.workers
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.log_path.read_text()
-            started = self.log_path.read_text().count("Application startup complete")
-            if started >= self._ready_lines and self._accepting():
-                return self
-            time.sleep(0.1)
-        raise AssertionError(f"server did not start:\n{self.log_path.read_text()}")
+        eventually(
+            self._ready,
+            within=60,
+            every=0.1,
+            failure=lambda: f"server did not start:\n{self.log_path.read_text()}",
+        )
+        return self
+
+    def _ready(self) -> bool:
+        assert self.process is not None
+        assert self.process.poll() is None, self.log_path.read_text()
+        started = self.log_path.read_text().count("Application startup complete")
+        return started >= self._ready_lines and self._accepting()
 
     def _accepting(self) -> bool:
         try:

@@ -21,6 +21,7 @@ import pytest
 
 from conftest import PASSWORD, report
 from tests.system.conftest import HTTP, REPO, Server, concurrently, free_port
+from waiting import eventually
 
 # Debian puts nginx in /usr/sbin, which a plain user's PATH may lack.
 NGINX = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/sbin")
@@ -64,16 +65,18 @@ class Nginx:
             self.process = subprocess.Popen(
                 command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
             )
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.logs()
-            try:
-                if HTTP.get(self.base_url + "/health", timeout=2).status_code == 200:
-                    return self
-            except httpx2.TransportError:
-                pass
-            time.sleep(0.05)
-        raise AssertionError(f"nginx did not answer:\n{self.logs()}")
+        eventually(
+            self._answering, within=15, failure=lambda: f"nginx did not answer:\n{self.logs()}"
+        )
+        return self
+
+    def _answering(self) -> bool:
+        assert self.process is not None
+        assert self.process.poll() is None, self.logs()
+        try:
+            return HTTP.get(self.base_url + "/health", timeout=2).status_code == 200
+        except httpx2.TransportError:
+            return False
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -164,14 +167,17 @@ def _through_a_marker(nginx: Nginx, server: Server) -> tuple[list[dict], int]:
     marker = f"marker-{os.urandom(8).hex()}"
     response = HTTP.get(nginx.base_url + "/health", headers={"X-Request-ID": marker})
     assert response.status_code == 200
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
+
+    def found() -> tuple[list[dict], int] | None:
         lines = access_lines(server)
         for index, line in enumerate(lines):
             if line.get("request_id") == marker:
                 return lines, index
-        time.sleep(0.02)
-    raise AssertionError("the marker request left no access line")
+        return None
+
+    return eventually(
+        found, within=5, every=0.02, failure=lambda: "the marker request left no access line"
+    )
 
 
 def app_log_position(nginx: Nginx, server: Server) -> int:
