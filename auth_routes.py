@@ -51,12 +51,7 @@ class LoginForm(Input):
     client_secret: str | None = None
 
 
-@router.post(
-    "/signup",
-    status_code=status.HTTP_201_CREATED,
-    response_model=UserPublic,
-    responses=responses(409, 429),
-)
+@router.post("/signup", status_code=status.HTTP_201_CREATED, responses=responses(409, 429))
 async def signup(
     body: UserCreate, database: DatabaseDep, settings: SettingsDep, address: ClientAddress
 ) -> UserPublic:
@@ -71,12 +66,7 @@ async def signup(
     return await auth_service.sign_up(database, settings, body, address)
 
 
-@router.post(
-    "/login",
-    response_model=TokenPair,
-    responses=responses(401, 403, 429),
-    dependencies=[NoStore],
-)
+@router.post("/login", responses=responses(401, 403, 429), dependencies=[NoStore])
 async def login(body: LoginRequest, database: DatabaseDep, settings: SettingsDep) -> TokenPair:
     """Exchange email and password for an access token ({access_token_lifetime}) and a refresh
     token ({refresh_token_lifetime}).
@@ -92,7 +82,6 @@ async def login(body: LoginRequest, database: DatabaseDep, settings: SettingsDep
 @router.post(
     "/login-form",
     summary="Log in (OAuth2 password form)",
-    response_model=TokenPair,
     responses=responses(401, 403, 429),
     dependencies=[NoStore],
 )
@@ -105,7 +94,7 @@ async def login_form(
     return await auth_service.log_in(database, settings, form.username, form.password)
 
 
-@router.post("/refresh", response_model=TokenPair, responses=responses(401), dependencies=[NoStore])
+@router.post("/refresh", responses=responses(401), dependencies=[NoStore])
 async def refresh(body: RefreshRequest, database: DatabaseDep, settings: SettingsDep) -> TokenPair:
     """Trade a refresh token for a new pair. Each refresh token works once: the one presented
     is spent. Presenting a spent token again means it leaked, so every token issued from it
@@ -123,7 +112,7 @@ async def logout(body: RefreshRequest, database: DatabaseDep, settings: Settings
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.get("/me", summary="Current user", response_model=UserPublic, responses=responses(401))
+@router.get("/me", summary="Current user", responses=responses(401))
 async def me(user: CurrentUser) -> UserPublic:
     """The account the access token belongs to. A deactivated account is refused at once, not
     only at its next login.
@@ -148,12 +137,7 @@ async def change_password(
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post(
-    "/password-reset",
-    status_code=status.HTTP_202_ACCEPTED,
-    response_model=Notice,
-    responses=responses(429),
-)
+@router.post("/password-reset", status_code=status.HTTP_202_ACCEPTED, responses=responses(429))
 async def request_password_reset(
     body: PasswordResetRequest,
     database: DatabaseDep,
@@ -191,7 +175,7 @@ async def confirm_password_reset(
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.get("/users", response_model=Page[UserPublic], responses=responses(401, 403))
+@router.get("/users", responses=responses(401, 403))
 async def list_users(
     _admin: AdminUser, database: DatabaseDep, page: Pagination
 ) -> Page[UserPublic]:
@@ -202,9 +186,7 @@ async def list_users(
     return Page[UserPublic](items=users, total=total, limit=page.limit, offset=page.offset)
 
 
-@router.patch(
-    "/users/{user_id}", response_model=UserPublic, responses=responses(401, 403, 404, 409)
-)
+@router.patch("/users/{user_id}", responses=responses(401, 403, 404, 409))
 async def update_user(
     user_id: PathId, body: UserUpdate, admin: AdminUser, database: DatabaseDep
 ) -> UserPublic:

@@ -34,7 +34,6 @@ IdempotencyKeyHeader = Annotated[
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
-    response_model=OrderPublic,
     responses=responses(409)
     | {
         200: {
@@ -78,7 +77,7 @@ async def create_order(
     return order
 
 
-@router.get("", response_model=OrderPage, responses=responses(403))
+@router.get("", responses=responses(403))
 async def list_orders(
     user: CurrentUser,
     database: DatabaseDep,
@@ -145,7 +144,7 @@ async def list_orders(
     )
 
 
-@router.get("/{order_id}", response_model=OrderPublic, responses=responses(404))
+@router.get("/{order_id}", responses=responses(404))
 async def get_order(order: OwnedOrder) -> OrderPublic:
     """One order with its lines and total. Someone else's order is 404, exactly like a missing
     one.
@@ -156,7 +155,6 @@ async def get_order(order: OwnedOrder) -> OrderPublic:
 @router.post(
     "/{order_id}/items",
     status_code=status.HTTP_201_CREATED,
-    response_model=OrderPublic,
     responses=responses(404, 409),
 )
 async def add_item(
@@ -172,9 +170,7 @@ async def add_item(
     )
 
 
-@router.delete(
-    "/{order_id}/items/{item_id}", response_model=OrderPublic, responses=responses(404, 409)
-)
+@router.delete("/{order_id}/items/{item_id}", responses=responses(404, 409))
 async def remove_item(
     order: OwnedOrder, item_id: PathId, user: CurrentUser, database: DatabaseDep
 ) -> OrderPublic:
@@ -182,7 +178,7 @@ async def remove_item(
     return await database.write(order_service.remove_item, order.id, user, item_id)
 
 
-@router.post("/{order_id}/cancel", response_model=OrderPublic, responses=responses(404, 409))
+@router.post("/{order_id}/cancel", responses=responses(404, 409))
 async def cancel_order(order: OwnedOrder, user: CurrentUser, database: DatabaseDep) -> OrderPublic:
     """pending → cancelled, giving back the stock the order took. Any other status is 409.
     When requests race to change one order, exactly one wins and the others get 409.
@@ -190,7 +186,7 @@ async def cancel_order(order: OwnedOrder, user: CurrentUser, database: DatabaseD
     return await _move(database, order, user, OrderStatus.cancelled)
 
 
-@router.post("/{order_id}/finish", response_model=OrderPublic, responses=responses(404, 409))
+@router.post("/{order_id}/finish", responses=responses(404, 409))
 async def finish_order(order: OwnedOrder, user: CurrentUser, database: DatabaseDep) -> OrderPublic:
     """pending → finished, for an order with at least one line. Any other status, or no lines,
     is 409. When requests race, exactly one wins.
@@ -206,9 +202,7 @@ async def _move(
     return moved
 
 
-@router.get(
-    "/{order_id}/history", response_model=list[StatusChangePublic], responses=responses(404)
-)
+@router.get("/{order_id}/history", responses=responses(404))
 async def order_history(order: OwnedOrder, database: DatabaseDep) -> list[StatusChangePublic]:
     """Every status change, oldest first; the first entry is the creation (`from_status:
     null`). `changed_by` is the id of the user who made the change.

@@ -21,7 +21,7 @@ from schemas import (
 router = APIRouter(prefix="/product", tags=["product"])
 
 
-@router.get("", response_model=list[ProductPublic])
+@router.get("")
 async def list_products(
     database: DatabaseDep,
     in_stock: Annotated[
@@ -33,18 +33,13 @@ async def list_products(
     return await database.read(product_service.list_active, in_stock)
 
 
-@router.get("/{product_id}", response_model=ProductPublic, responses=responses(404))
+@router.get("/{product_id}", responses=responses(404))
 async def get_product(product_id: PathId, database: DatabaseDep) -> ProductPublic:
     """One product, inactive ones too, so that old order lines can be explained."""
     return await database.read(product_service.get, product_id)
 
 
-@router.post(
-    "",
-    status_code=status.HTTP_201_CREATED,
-    response_model=ProductPublic,
-    responses=responses(401, 403, 409),
-)
+@router.post("", status_code=status.HTTP_201_CREATED, responses=responses(401, 403, 409))
 async def create_product(
     body: ProductCreate, admin: AdminUser, database: DatabaseDep
 ) -> ProductPublic:
@@ -55,9 +50,7 @@ async def create_product(
     return await database.write(product_service.add, body, admin.id)
 
 
-@router.patch(
-    "/{product_id}", response_model=ProductPublic, responses=responses(401, 403, 404, 409)
-)
+@router.patch("/{product_id}", responses=responses(401, 403, 404, 409))
 async def update_product(
     product_id: PathId, body: ProductUpdate, admin: AdminUser, database: DatabaseDep
 ) -> ProductPublic:
@@ -69,11 +62,7 @@ async def update_product(
     return await database.write(product_service.change, product_id, body, admin.id)
 
 
-@router.post(
-    "/{product_id}/stock",
-    response_model=ProductPublic,
-    responses=responses(401, 403, 404, 409),
-)
+@router.post("/{product_id}/stock", responses=responses(401, 403, 404, 409))
 async def adjust_stock(
     product_id: PathId, body: StockAdjustment, admin: AdminUser, database: DatabaseDep
 ) -> ProductPublic:
@@ -85,11 +74,7 @@ async def adjust_stock(
     )
 
 
-@router.get(
-    "/{product_id}/stock-movements",
-    response_model=Page[StockMovementPublic],
-    responses=responses(401, 403, 404),
-)
+@router.get("/{product_id}/stock-movements", responses=responses(401, 403, 404))
 async def stock_movements(
     product_id: PathId, _admin: AdminUser, database: DatabaseDep, page: Pagination
 ) -> Page[StockMovementPublic]:

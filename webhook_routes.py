@@ -21,7 +21,6 @@ router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
-    response_model=WebhookCreated,
     responses=responses(401, 403),
     dependencies=[NoStore],  # the answer carries the secret
 )
@@ -36,13 +35,13 @@ async def create_webhook(
     return await database.write(webhook_service.create, body)
 
 
-@router.get("", response_model=list[WebhookPublic], responses=responses(401, 403))
+@router.get("", responses=responses(401, 403))
 async def list_webhooks(_admin: AdminUser, database: DatabaseDep) -> list[WebhookPublic]:
     """Admins only: every webhook, oldest first (secrets are never shown)."""
     return await database.read(webhook_service.list_all)
 
 
-@router.get("/{webhook_id}", response_model=WebhookPublic, responses=responses(401, 403, 404))
+@router.get("/{webhook_id}", responses=responses(401, 403, 404))
 async def get_webhook(
     webhook_id: PathId, _admin: AdminUser, database: DatabaseDep
 ) -> WebhookPublic:
@@ -52,7 +51,6 @@ async def get_webhook(
 
 @router.patch(
     "/{webhook_id}",
-    response_model=WebhookChanged,
     responses=responses(401, 403, 404),
     dependencies=[NoStore],  # the answer may carry a new secret
 )
@@ -80,11 +78,7 @@ async def delete_webhook(webhook_id: PathId, _admin: AdminUser, database: Databa
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.get(
-    "/{webhook_id}/deliveries",
-    response_model=Page[DeliveryPublic],
-    responses=responses(401, 403, 404),
-)
+@router.get("/{webhook_id}/deliveries", responses=responses(401, 403, 404))
 async def list_deliveries(
     webhook_id: PathId, _admin: AdminUser, database: DatabaseDep, page: Pagination
 ) -> Page[DeliveryPublic]:
