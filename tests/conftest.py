@@ -24,6 +24,7 @@ os.environ.setdefault("SECRET_KEY", "test-only-secret-key-of-at-least-32-bytes")
 import auth_service
 import logs
 import product_service
+import tls
 from bench.run import core_times, stolen_pct
 from database import Database, upgrade_to_head
 from main import create_app
@@ -109,6 +110,15 @@ def empty_database(backend: str, directory: Path) -> Iterator[str]:
         with admin.begin() as conn:
             conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+@pytest.fixture
+def fresh_tls() -> Iterator[None]:
+    """The app makes its TLS context once per process, from the environment at that moment: a
+    test that changes what the app trusts (SSL_CERT_FILE) starts and ends with none made."""
+    tls.client_context.cache_clear()
+    yield
+    tls.client_context.cache_clear()
 
 
 @pytest.fixture

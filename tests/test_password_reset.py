@@ -1,6 +1,5 @@
 """Password reset by email, through a real SMTP server (aiosmtpd) started by the tests."""
 
-import ssl
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -9,13 +8,13 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import func, select, update
 
-import tls
 from asgi_client import TestClient
+from certificates import self_signed_certificate
 from conftest import PASSWORD, Account, login, signup, test_settings
 from models import PasswordResetToken, utcnow
 from password_reset import REQUESTED, token_hash
 from settings import Settings
-from smtp_server import Inbox, html_of, reset_token, self_signed_certificate, smtp_server, text_of
+from smtp_server import Inbox, html_of, reset_token, smtp_server, text_of
 
 RESET_URL = "https://shop.example.com/reset-password?token={token}"
 NEW_PASSWORD = "a brand new passphrase"
@@ -369,15 +368,6 @@ def test_without_smtp_host_development_writes_the_message_to_the_log(
     assert confirm(client, token) == 204
 
 
-@pytest.fixture
-def fresh_tls() -> Iterator[None]:
-    """The app makes its TLS context once per process, from the environment at that moment: a
-    test that changes what the app trusts starts and ends with none made."""
-    tls.client_context.cache_clear()
-    yield
-    tls.client_context.cache_clear()
-
-
 @pytest.mark.usefixtures("fresh_tls")
 def test_starttls_and_login_against_a_server_that_requires_both(
     client: TestClient,
@@ -387,12 +377,13 @@ def test_starttls_and_login_against_a_server_that_requires_both(
     monkeypatch: pytest.MonkeyPatch,
     log_lines: list[str],
 ) -> None:
-    cert, key = self_signed_certificate(tmp_path)
-    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server_tls.load_cert_chain(cert, key)
+    certificate = self_signed_certificate(tmp_path)
     # The client trusts the test's certificate the way an operator points it at a private CA.
-    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
-    with smtp_server(tls=server_tls, login=("mailer", "smtp secret")) as (inbox, port):
+    monkeypatch.setenv("SSL_CERT_FILE", str(certificate.cert))
+    with smtp_server(tls=certificate.server_context(), login=("mailer", "smtp secret")) as (
+        inbox,
+        port,
+    ):
         secure = settings.model_copy(
             update={
                 "smtp_host": "localhost",
@@ -417,10 +408,7 @@ def test_starttls_and_login_against_a_server_that_requires_both(
 def test_an_untrusted_certificate_is_refused(
     client: TestClient, alice: Account, settings: Settings, tmp_path: Path, log_lines: list[str]
 ) -> None:
-    cert, key = self_signed_certificate(tmp_path)
-    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server_tls.load_cert_chain(cert, key)
-    with smtp_server(tls=server_tls) as (inbox, port):
+    with smtp_server(tls=self_signed_certificate(tmp_path).server_context()) as (inbox, port):
         client.app.state.settings = settings.model_copy(
             update={"smtp_host": "localhost", "smtp_port": port, "smtp_starttls": True}
         )

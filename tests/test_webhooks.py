@@ -6,6 +6,7 @@ import asyncio
 import json
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import event, func, select, update
@@ -13,6 +14,7 @@ from sqlalchemy import event, func, select, update
 import webhook_delivery
 import webhook_signing
 from asgi_client import TestClient
+from certificates import self_signed_certificate
 from conftest import Account, query_plan
 from database import Database
 from models import DeliveryStatus, Webhook, WebhookAttempt, WebhookDelivery, WebhookEvent, utcnow
@@ -466,6 +468,64 @@ def test_production_connects_to_the_address_it_checked(
     assert request.headers["host"] == f"orders-hook.example:{port}"
     assert lookups == ["orders-hook.example"]
     assert webhook_signing.verify(webhook["secret"], request.headers, request.body)
+
+
+@pytest.mark.usefixtures("fresh_tls")
+def test_production_verifies_tls_against_the_name_in_the_url_not_the_address(
+    client: TestClient,
+    admin: Account,
+    alice: Account,
+    products: list[dict],
+    settings: Settings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The sender connects to the address it checked, yet verifies the receiver's certificate
+    against the URL's host: a trusted certificate for that name is accepted; a trusted one for
+    another name (though valid for the address connected to) and an untrusted one for the
+    right name are refused before a byte of the event is sent."""
+    import webhook_urls
+
+    host = "orders-hook.example"
+    right = self_signed_certificate(tmp_path / "right", host)
+    misnamed = self_signed_certificate(tmp_path / "misnamed", "elsewhere.example")
+    untrusted = self_signed_certificate(tmp_path / "untrusted", host)
+    bundle = tmp_path / "trusted.pem"
+    bundle.write_bytes(right.cert.read_bytes() + misnamed.cert.read_bytes())
+    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+
+    async def fake_dns(_host: str, _port: int) -> list[str]:
+        return ["127.0.0.1"]  # taken as public for this test
+
+    monkeypatch.setattr(webhook_urls, "resolve", fake_dns)
+    monkeypatch.setattr(webhook_urls, "is_allowed", lambda _address: True)
+    production = settings.model_copy(update={"environment": Environment.production})
+    with (
+        receiver(tls=right.server_context()) as good,
+        receiver(tls=misnamed.server_context()) as wrong_name,
+        receiver(tls=untrusted.server_context()) as unknown,
+    ):
+        webhooks = {
+            name: register(client, admin, running.url.replace("127.0.0.1", host))
+            for name, running in (("good", good), ("wrong_name", wrong_name), ("unknown", unknown))
+        }
+        place_order(client, alice, products[0]["id"])
+        deliver(client, production)
+        [request] = good.wait_for(1)
+        assert request.headers["host"].startswith(f"{host}:")
+        assert wrong_name.attempts == []
+        assert unknown.attempts == []
+
+    def latest(name: str) -> dict:
+        path = f"/webhooks/{webhooks[name]['id']}/deliveries"
+        return client.get(path, headers=admin.headers).json()["items"][0]
+
+    assert latest("good")["status"] == "succeeded"
+    for name, reason in (("wrong_name", "Hostname mismatch"), ("unknown", "self-signed")):
+        failed = latest(name)
+        assert (failed["status"], failed["attempts"]) == ("pending", 1)
+        assert "CERTIFICATE_VERIFY_FAILED" in failed["last_error"], failed
+        assert reason in failed["last_error"], failed
 
 
 def rotated_response_headers_no_store(client: TestClient, admin: Account, path: str) -> bool:

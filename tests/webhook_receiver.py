@@ -8,6 +8,7 @@ what it is sent and can fail, slow down or hold requests, changeable between req
 """
 
 import json
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -173,13 +174,25 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 @contextmanager
-def receiver(*, fail_first: int = 0, status: int = 500, delay: float = 0.0) -> Iterator[Receiver]:
+def receiver(
+    *,
+    fail_first: int = 0,
+    status: int = 500,
+    delay: float = 0.0,
+    tls: ssl.SSLContext | None = None,
+) -> Iterator[Receiver]:
     """A receiver listening on a free port of 127.0.0.1 at /hook: it answers 204, or
-    `status` to the first `fail_first` requests, each after `delay` seconds."""
+    `status` to the first `fail_first` requests, each after `delay` seconds. With `tls` (a
+    server context), it speaks HTTPS; a client that refuses its certificate never reaches it,
+    and leaves no attempt."""
     server = _Server(("127.0.0.1", 0), _Handler)
     port = server.server_address[1]
+    scheme = "http"
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
+        scheme = "https"
     hook = Receiver(
-        f"http://127.0.0.1:{port}/hook", fail_next=fail_first, status=status, delay=delay
+        f"{scheme}://127.0.0.1:{port}/hook", fail_next=fail_first, status=status, delay=delay
     )
     server.receiver = hook
     thread = threading.Thread(
