@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import event, func, select, update
+from sqlalchemy.exc import OperationalError
 
 import webhook_delivery
 import webhook_signing
@@ -337,6 +338,67 @@ def test_a_delivery_fails_for_good_after_the_last_attempt(
     assert delivery["items"][0]["attempts"] == 3
     assert delivery["items"][0]["next_attempt_at"] is None
     assert any("failed for good after 3 attempts" in line for line in log_lines)
+
+
+def test_an_attempt_without_an_answer_in_time_fails_and_waits_its_retry(
+    client: TestClient,
+    admin: Account,
+    alice: Account,
+    products: list[dict],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The whole attempt has a time limit, so a receiver that never answers cannot hold a
+    lease (or the sender) for longer."""
+    monkeypatch.setattr(webhook_delivery, "SEND_TIMEOUT_SECONDS", 0.2)
+    with receiver(delay=2) as silent:
+        webhook = register(client, admin, silent.url)
+        place_order(client, alice, products[0]["id"])
+        assert deliver(client) == 1
+        assert len(silent.wait_for_attempts(1)) == 1
+    log = client.get(f"/webhooks/{webhook['id']}/deliveries", headers=admin.headers).json()
+    [delivery] = log["items"]
+    assert (delivery["status"], delivery["attempts"]) == ("pending", 1)
+    assert delivery["last_error"] == "no answer within 0.2 s"
+    assert delivery["next_attempt_at"] is not None
+
+
+def test_the_delivery_loop_outlives_a_round_the_database_refused(
+    client: TestClient,
+    admin: Account,
+    alice: Account,
+    products: list[dict],
+    hook: Receiver,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    log_lines: list[str],
+) -> None:
+    """A round that fails on the database (busy, or the server gone for a moment) is logged,
+    and the loop tries again after its poll interval instead of ending."""
+    register(client, admin, hook.url)
+    place_order(client, alice, products[0]["id"])
+    lease, rounds = webhook_delivery._lease, []
+
+    def refused_once(*args: object) -> list:
+        rounds.append(args)
+        if len(rounds) == 1:
+            raise OperationalError("the lease", {}, Exception("database is locked"))
+        return lease(*args)
+
+    monkeypatch.setattr(webhook_delivery, "_lease", refused_once)
+    polling = settings.model_copy(update={"webhook_poll_seconds": 0.05})
+
+    async def until_delivered() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.create_task(Deliverer(client.app.state.db, polling).run(stop))
+        try:
+            await asyncio.to_thread(hook.wait_for, 1, 10)
+        finally:
+            stop.set()
+            await loop
+
+    asyncio.run(until_delivered())
+    assert len(rounds) >= 2
+    assert any("Webhook delivery round failed: OperationalError" in line for line in log_lines)
 
 
 def test_an_unreachable_receiver_is_an_error_not_a_crash(
