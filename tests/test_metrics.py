@@ -1,10 +1,17 @@
 """GET /metrics: what it counts, by route template, and who may read it."""
 
 import asyncio
+import os
+import stat
+import subprocess
+import tempfile
+from pathlib import Path
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
+import metrics
 from asgi_client import TestClient
 from conftest import Account
 from settings import Settings
@@ -102,3 +109,45 @@ def test_an_empty_metrics_token_means_none_and_a_short_one_is_refused() -> None:
     assert Settings(_env_file=None, secret_key="k" * 32, metrics_token="").metrics_token is None
     with pytest.raises(ValidationError, match="METRICS_TOKEN"):
         Settings(_env_file=None, secret_key="k" * 32, metrics_token="short")
+
+
+def test_each_server_counts_in_a_directory_of_its_own_and_clears_those_of_stopped_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers share their process group's directory; one a stopped server left behind is
+    removed by the next server to start, and a running server's is left alone."""
+    monkeypatch.setattr(metrics, "BASE_DIR", tmp_path)
+    base = tmp_path / ".metrics"
+    base.mkdir()
+    stopped = subprocess.Popen(["true"], start_new_session=True)
+    stopped.wait()
+    running = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    try:
+        left = base / f"orders-metrics-{stopped.pid}"
+        kept = base / f"orders-metrics-{running.pid}"
+        other = base / "orders-metrics-not-a-group"
+        for directory in (left, kept, other):
+            directory.mkdir()
+        own = metrics._own_directory()
+        assert own == str(base / f"orders-metrics-{os.getpgid(0)}")
+        assert sorted(p.name for p in base.iterdir()) == sorted(
+            [Path(own).name, kept.name, other.name]
+        )
+        assert stat.S_IMODE(Path(own).stat().st_mode) == 0o700
+    finally:
+        running.kill()
+        running.wait()
+
+
+def test_a_read_only_checkout_counts_in_a_private_temporary_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / ".metrics").write_text("not a directory: mkdir fails as on a read-only disk")
+    monkeypatch.setattr(metrics, "BASE_DIR", tmp_path)
+    own = Path(metrics._own_directory())
+    try:
+        assert own.name.startswith("orders-metrics-")
+        assert own.parent == Path(tempfile.gettempdir())
+        assert stat.S_IMODE(own.stat().st_mode) == 0o700
+    finally:
+        own.rmdir()
