@@ -52,6 +52,30 @@ def place_order(client: TestClient, account: Account, product_id: int) -> dict:
     return response.json()
 
 
+def delivery_log(client: TestClient, admin: Account, webhook: dict) -> dict:
+    """GET /webhooks/{id}/deliveries: the page, newest first."""
+    response = client.get(f"/webhooks/{webhook['id']}/deliveries", headers=admin.headers)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+@pytest.fixture
+def public_loopback(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every name resolves to 127.0.0.1, taken as a public address, so that production's
+    address guard lets a local receiver through; the names looked up, in order."""
+    import webhook_urls
+
+    lookups: list[str] = []
+
+    async def resolve(host: str, _port: int) -> list[str]:
+        lookups.append(host)
+        return ["127.0.0.1"]
+
+    monkeypatch.setattr(webhook_urls, "resolve", resolve)
+    monkeypatch.setattr(webhook_urls, "is_allowed", lambda _address: True)
+    return lookups
+
+
 def count(client: TestClient, model: type) -> int:
     return client.app.state.db.read_sync(
         lambda conn: conn.scalar(select(func.count()).select_from(model))
@@ -237,7 +261,7 @@ def test_deliveries_arrive_signed_in_order_and_are_logged(
         assert request.headers["webhook-id"] == request.json()["id"]
     assert deliver(client) == 0  # nothing left
 
-    log = client.get(f"/webhooks/{webhook['id']}/deliveries", headers=admin.headers).json()
+    log = delivery_log(client, admin, webhook)
     assert log["total"] == 3
     assert [d["status"] for d in log["items"]] == ["succeeded"] * 3
     newest = log["items"][0]
@@ -258,7 +282,7 @@ def test_a_failing_receiver_gets_retried_with_backoff_and_the_same_message(
     for attempt in range(1, 4):
         assert deliver(client) == 1
         make_due(client)
-        log = client.get(f"/webhooks/{webhook['id']}/deliveries", headers=admin.headers).json()
+        log = delivery_log(client, admin, webhook)
         assert log["items"][0]["attempts"] == attempt
     attempts = hook.attempts
     assert [a.status for a in attempts] == [500, 500, 204]
@@ -296,7 +320,7 @@ def test_a_retry_waits_its_backoff_and_does_not_hold_back_later_events(
     second = place_order(client, alice, products[0]["id"])
     assert deliver(client) == 1  # the second event; the first waits for its retry
     assert [r.json()["data"]["order"]["id"] for r in hook.received] == [second["id"]]
-    log = client.get(f"/webhooks/{webhook['id']}/deliveries", headers=admin.headers).json()
+    log = delivery_log(client, admin, webhook)
     retry = log["items"][1]
     assert retry["status"] == "pending"
     assert retry["last_error"] == "HTTP 500"
@@ -333,7 +357,7 @@ def test_a_delivery_fails_for_good_after_the_last_attempt(
         assert deliver(client, three) == 1
         make_due(client)
     assert deliver(client, three) == 0
-    delivery = client.get(f"/webhooks/{webhook['id']}/deliveries", headers=admin.headers).json()
+    delivery = delivery_log(client, admin, webhook)
     assert delivery["items"][0]["status"] == "failed"
     assert delivery["items"][0]["attempts"] == 3
     assert delivery["items"][0]["next_attempt_at"] is None
@@ -355,7 +379,7 @@ def test_an_attempt_without_an_answer_in_time_fails_and_waits_its_retry(
         place_order(client, alice, products[0]["id"])
         assert deliver(client) == 1
         assert len(silent.wait_for_attempts(1)) == 1
-    log = client.get(f"/webhooks/{webhook['id']}/deliveries", headers=admin.headers).json()
+    log = delivery_log(client, admin, webhook)
     [delivery] = log["items"]
     assert (delivery["status"], delivery["attempts"]) == ("pending", 1)
     assert delivery["last_error"] == "no answer within 0.2 s"
@@ -409,7 +433,7 @@ def test_an_unreachable_receiver_is_an_error_not_a_crash(
     webhook = register(client, admin, f"http://127.0.0.1:{free_port()}/gone")
     place_order(client, alice, products[0]["id"])
     assert deliver(client) == 1
-    item = client.get(f"/webhooks/{webhook['id']}/deliveries", headers=admin.headers).json()
+    item = delivery_log(client, admin, webhook)
     assert item["items"][0]["last_error"].startswith("ConnectError")
     assert item["items"][0]["last_status_code"] is None
 
@@ -421,7 +445,7 @@ def test_a_redirect_is_a_failed_attempt_never_followed(
     place_order(client, alice, products[0]["id"])
     hook.fail_next, hook.status = 1, 302
     assert deliver(client) == 1
-    item = client.get(f"/webhooks/{webhook['id']}/deliveries", headers=admin.headers).json()
+    item = delivery_log(client, admin, webhook)
     assert item["items"][0]["last_status_code"] == 302
     assert item["items"][0]["status"] == "pending"
 
@@ -496,7 +520,7 @@ def test_production_checks_the_address_again_when_sending(
     production = settings.model_copy(update={"environment": Environment.production})
     assert deliver(client, production) == 1
     assert hook.attempts == []
-    item = client.get(f"/webhooks/{webhook['id']}/deliveries", headers=admin.headers).json()
+    item = delivery_log(client, admin, webhook)
     assert "127.0.0.1" in item["items"][0]["last_error"]
 
 
@@ -507,32 +531,22 @@ def test_production_connects_to_the_address_it_checked(
     products: list[dict],
     hook: Receiver,
     settings: Settings,
-    monkeypatch: pytest.MonkeyPatch,
+    public_loopback: list[str],
 ) -> None:
     """The name is resolved once per attempt, and the request goes to that address: a DNS
     answer that changes between the check and the connection (rebinding) is never used."""
-    import webhook_urls
-
     port = hook.url.split(":")[2].split("/")[0]
-    lookups: list[str] = []
-
-    async def fake_dns(host: str, _port: int) -> list[str]:
-        lookups.append(host)
-        return ["127.0.0.1"]  # taken as public for this test
-
-    monkeypatch.setattr(webhook_urls, "resolve", fake_dns)
-    monkeypatch.setattr(webhook_urls, "is_allowed", lambda _address: True)
     webhook = register(client, admin, f"http://orders-hook.example:{port}/hook")
     place_order(client, alice, products[0]["id"])
     production = settings.model_copy(update={"environment": Environment.production})
     assert deliver(client, production) == 1
     [request] = hook.wait_for(1)
     assert request.headers["host"] == f"orders-hook.example:{port}"
-    assert lookups == ["orders-hook.example"]
+    assert public_loopback == ["orders-hook.example"]
     assert webhook_signing.verify(webhook["secret"], request.headers, request.body)
 
 
-@pytest.mark.usefixtures("fresh_tls")
+@pytest.mark.usefixtures("fresh_tls", "public_loopback")
 def test_production_verifies_tls_against_the_name_in_the_url_not_the_address(
     client: TestClient,
     admin: Account,
@@ -546,8 +560,6 @@ def test_production_verifies_tls_against_the_name_in_the_url_not_the_address(
     against the URL's host: a trusted certificate for that name is accepted; a trusted one for
     another name (though valid for the address connected to) and an untrusted one for the
     right name are refused before a byte of the event is sent."""
-    import webhook_urls
-
     host = "orders-hook.example"
     right = self_signed_certificate(tmp_path / "right", host)
     misnamed = self_signed_certificate(tmp_path / "misnamed", "elsewhere.example")
@@ -555,12 +567,6 @@ def test_production_verifies_tls_against_the_name_in_the_url_not_the_address(
     bundle = tmp_path / "trusted.pem"
     bundle.write_bytes(right.cert.read_bytes() + misnamed.cert.read_bytes())
     monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
-
-    async def fake_dns(_host: str, _port: int) -> list[str]:
-        return ["127.0.0.1"]  # taken as public for this test
-
-    monkeypatch.setattr(webhook_urls, "resolve", fake_dns)
-    monkeypatch.setattr(webhook_urls, "is_allowed", lambda _address: True)
     production = settings.model_copy(update={"environment": Environment.production})
     with (
         receiver(tls=right.server_context()) as good,
@@ -579,8 +585,7 @@ def test_production_verifies_tls_against_the_name_in_the_url_not_the_address(
         assert unknown.attempts == []
 
     def latest(name: str) -> dict:
-        path = f"/webhooks/{webhooks[name]['id']}/deliveries"
-        return client.get(path, headers=admin.headers).json()["items"][0]
+        return delivery_log(client, admin, webhooks[name])["items"][0]
 
     assert latest("good")["status"] == "succeeded"
     for name, reason in (("wrong_name", "Hostname mismatch"), ("unknown", "self-signed")):
