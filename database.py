@@ -60,6 +60,13 @@ def _lower_this_threads_priority() -> None:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HEAVY_READ_NICENESS)
 
 
+def driver_error(statement: str, params: object, exc: sqlite3.Error) -> DBAPIError:
+    """SQLite's error as SQLAlchemy gives it from its own calls (an OperationalError for a lock
+    not granted, an IntegrityError for a constraint, ...), for the calls it does not make
+    itself: the one 503 handler and every `except SQLAlchemyError` then see it."""
+    return DBAPIError.instance(statement, params, exc, sqlite3.Error)
+
+
 class WriteLockBusy(Exception):
     """Another writer holds the lock, and this connection does not wait for it."""
 
@@ -204,7 +211,10 @@ def make_engine(
         # Reads run without BEGIN: in WAL mode each SELECT sees a consistent snapshot by
         # itself, and skipping BEGIN/ROLLBACK halves the statements of a read request.
         if conn.get_execution_options().get(IMMEDIATE, False):
-            conn.connection.dbapi_connection.begin_immediate()  # type: ignore[union-attr]
+            try:
+                conn.connection.dbapi_connection.begin_immediate()  # type: ignore[union-attr]
+            except sqlite3.Error as exc:  # raised in an event, SQLAlchemy would not wrap it
+                raise driver_error("BEGIN IMMEDIATE", None, exc) from exc
 
     return engine
 

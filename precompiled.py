@@ -17,6 +17,7 @@ Other databases keep Core: behind a network round trip the difference does not s
 their drivers' type handling depends on what the server reports.
 """
 
+import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,8 @@ from typing import Any
 from sqlalchemy import BindParameter, Connection, Select, bindparam
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.dml import UpdateBase
+
+from database import driver_error
 
 Processor = Callable[[Any], Any]
 Params = Mapping[str, Any]
@@ -137,10 +140,13 @@ def _run(conn: Connection, sql: str, args: list[Any], *, many: bool) -> Any:
     dispatch = conn.dispatch
     if dispatch.before_cursor_execute:
         dispatch.before_cursor_execute(conn, cursor, sql, args, None, many)
-    if many:
-        cursor.executemany(sql, args)
-    else:
-        cursor.execute(sql, args)
+    try:
+        if many:
+            cursor.executemany(sql, args)
+        else:
+            cursor.execute(sql, args)
+    except sqlite3.Error as exc:
+        raise driver_error(sql, args, exc) from exc
     if dispatch.after_cursor_execute:
         dispatch.after_cursor_execute(conn, cursor, sql, args, None, many)
     return cursor

@@ -2,19 +2,23 @@
 
 Bursts against the login limit, guessing through change-password, signup floods, token
 parsing, response headers, revocation on deactivation and on a replayed logout, emails in
-compatibility forms, the throttle table's size, oversized headers, and 500s.
+compatibility forms, the throttle table's size, oversized headers, 500s, and a database that
+cannot serve a request (503, never 500).
 """
 
 import base64
+import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from jose import jwt
 from sqlalchemy import func, insert, select
+from sqlalchemy.engine import make_url
 
 from asgi_client import TestClient
-from conftest import PASSWORD, TEST_SECRET, Account, login, signup
+from conftest import PASSWORD, TEST_SECRET, Account, login, signup, test_settings
 from main import create_app
 from middleware import MAX_HEADER_BYTES
 from models import RateLimitWindow, utcnow
@@ -205,6 +209,50 @@ def test_a_500_is_json_with_a_request_id_and_the_headers(settings: Settings) -> 
     assert response.json() == {"detail": "Internal server error"}
     assert response.headers["x-request-id"] == "trace-500"
     assert response.headers["x-content-type-options"] == "nosniff"
+
+
+UNAVAILABLE = {"detail": "The database is busy or unreachable; try again"}
+BOB = {"name": "Bob", "email": "bob@example.com", "password": PASSWORD}
+
+
+def test_a_database_that_cannot_be_reached_is_503_with_retry_after(tmp_path: Path) -> None:
+    """A temporary state of the server, not a fault of the request: never a 500."""
+    # A directory cannot be opened as a SQLite database: every connection fails.
+    with TestClient(create_app(test_settings(f"sqlite:///{tmp_path}"))) as client:
+        answers = [
+            client.get("/product"),
+            client.post("/auth/signup", json=BOB),
+            client.post("/auth/login", json={"email": BOB["email"], "password": PASSWORD}),
+        ]
+    for response in answers:
+        assert response.status_code == 503, response.text
+        assert response.json() == UNAVAILABLE
+        assert response.headers["retry-after"] == "1"
+        assert response.headers["x-request-id"]
+
+
+def test_a_write_that_waits_out_another_writer_is_503_and_leaves_nothing(
+    settings: Settings,
+) -> None:
+    """Another process holds SQLite's write lock for longer than SQLITE_BUSY_TIMEOUT_MS: the
+    write is refused with 503, and the retry after the lock is released goes through as if
+    the first attempt had never been."""
+    if not settings.database_url.startswith("sqlite"):
+        pytest.skip("SQLite's write lock")
+    impatient = settings.model_copy(update={"sqlite_busy_timeout_ms": 100})
+    other_process = sqlite3.connect(make_url(settings.database_url).database, isolation_level=None)
+    try:
+        with TestClient(create_app(impatient)) as client:
+            other_process.execute("BEGIN IMMEDIATE")
+            refused = client.post("/auth/signup", json=BOB)
+            other_process.execute("ROLLBACK")
+            accepted = client.post("/auth/signup", json=BOB)
+    finally:
+        other_process.close()
+    assert refused.status_code == 503, refused.text
+    assert refused.json() == UNAVAILABLE
+    assert refused.headers["retry-after"] == "1"
+    assert accepted.status_code == 201, accepted.text
 
 
 def test_request_headers_over_64_kib_are_431(client: TestClient) -> None:

@@ -2,10 +2,12 @@
 and the engine's cursor listeners see them."""
 
 import asyncio
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import Connection, Select, bindparam, delete, event, insert, select, text
+from sqlalchemy.exc import IntegrityError
 
 import order_queries
 from asgi_client import TestClient
@@ -101,6 +103,33 @@ def test_a_precompiled_write_outside_a_write_transaction_is_refused(client: Test
     statement = Precompiled(delete(User).where(User.id == bindparam("id")))
     with pytest.raises(RuntimeError, match=r"Database\.write"):
         db.read_sync(statement.execute_many, [{"id": 1}])
+
+
+def test_a_precompiled_statement_fails_with_the_error_core_raises(
+    client: TestClient, alice: Account
+) -> None:
+    """The driver's error comes wrapped as Core wraps it, so an `except IntegrityError` (or
+    the one handler that answers 503 for an OperationalError) sees it either way."""
+    # Precompiled statements get no Python-side defaults: every column is given.
+    duplicate = insert(User).values(
+        email=bindparam("email"),
+        name="Twin",
+        password_hash="x",
+        is_active=True,
+        is_admin=False,
+        created_at=datetime.now(UTC),
+    )
+
+    def fails(run: Callable[[Connection], object]) -> type[BaseException]:
+        with pytest.raises(IntegrityError, match=r"(?i)unique") as raised:
+            asyncio.run(client.app.state.db.write(run))
+        return type(raised.value)
+
+    by_core = fails(lambda conn: conn.execute(duplicate, {"email": alice.email}))
+    by_precompiled = fails(
+        lambda conn: Precompiled(duplicate).execute_many(conn, [{"email": alice.email}])
+    )
+    assert by_precompiled is by_core
 
 
 def test_cursor_listeners_see_precompiled_statements(client: TestClient, alice: Account) -> None:
