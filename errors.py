@@ -217,7 +217,8 @@ _DESCRIPTIONS = {
     413: "Request body larger than 1 MiB",
     429: "Too many attempts; see Retry-After",
     431: "Request headers larger than 64 KiB in all",
-    503: "The database is unreachable (or, for readiness, not migrated)",
+    503: "The database is busy or unreachable (for readiness, also: its schema is not at this "
+    "code's revision); retry after Retry-After",
 }
 
 

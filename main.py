@@ -139,11 +139,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.build_middleware_stack = lambda: RequestContext(build_stack())  # type: ignore[method-assign]
     errors.install(app)
 
-    # Routes are matched in the order they were added: the busiest router goes first.
-    app.include_router(order_routes.router)
-    app.include_router(auth_routes.router)
-    app.include_router(product_routes.router)
-    app.include_router(webhook_routes.router)
+    # Routes are matched in the order they were added: the busiest router goes first. Every
+    # operation of these routers reaches the database, which may be busy or unreachable.
+    for router in (
+        order_routes.router,
+        auth_routes.router,
+        product_routes.router,
+        webhook_routes.router,
+    ):
+        app.include_router(router, responses=errors.responses(503))
     app.add_api_route(
         "/metrics",
         prometheus_metrics,

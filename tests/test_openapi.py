@@ -53,3 +53,16 @@ def test_every_operation_documents_the_limits_answered_before_routing(
     for path, operations in spec["paths"].items():
         for method, operation in operations.items():
             assert {"413", "431"} <= set(operation["responses"]), f"{method} {path}"
+
+
+def test_every_operation_that_reaches_the_database_documents_503(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    without = {
+        f"{method} {path}"
+        for path, operations in spec["paths"].items()
+        for method, operation in operations.items()
+        if "503" not in operation["responses"]
+    }
+    assert without == {"get /metrics"}  # counters in files: no database behind it
+    unavailable = spec["paths"]["/order"]["post"]["responses"]["503"]
+    assert "Retry-After" in unavailable["headers"]
