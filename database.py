@@ -168,6 +168,11 @@ class _SQLiteConnection(sqlite3.Connection):
             self._release()
 
 
+# How long a PostgreSQL statement waits for a free connection of its worker's pool (twice
+# DB_POOL_SIZE); after that its request is 503, as for a database that does not answer.
+POOL_WAIT_SECONDS = 30.0
+
+
 def make_engine(
     url: str,
     *,
@@ -176,7 +181,13 @@ def make_engine(
     foreign_keys: bool = True,
 ) -> Engine:
     if not url.startswith("sqlite"):
-        return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+        return create_engine(
+            url,
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            pool_timeout=POOL_WAIT_SECONDS,
+            pool_pre_ping=True,
+        )
 
     engine = create_engine(
         url,

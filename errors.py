@@ -17,6 +17,7 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
@@ -109,8 +110,9 @@ async def _refusal(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
-    # A lock wait that timed out or a lost connection is a temporary state of the server,
-    # not a fault in the request: 503 so clients retry, never a bare 500.
+    # A lock wait that timed out, a pool with no connection free in time or a lost connection
+    # is a temporary state of the server, not a fault in the request: 503 so clients retry,
+    # never a bare 500.
     log.warning("database error: %s", exc)
     return await _refusal(request, Unavailable("The database is busy or unreachable; try again"))
 
@@ -206,6 +208,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(OperationalError, _database_unavailable)
     app.add_exception_handler(InterfaceError, _database_unavailable)
+    app.add_exception_handler(PoolTimeout, _database_unavailable)
 
 
 _DESCRIPTIONS = {

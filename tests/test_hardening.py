@@ -17,6 +17,7 @@ from jose import jwt
 from sqlalchemy import func, insert, select
 from sqlalchemy.engine import make_url
 
+import database
 from asgi_client import TestClient
 from conftest import PASSWORD, TEST_SECRET, Account, login, signup, test_settings
 from main import create_app
@@ -253,6 +254,31 @@ def test_a_write_that_waits_out_another_writer_is_503_and_leaves_nothing(
     assert refused.json() == UNAVAILABLE
     assert refused.headers["retry-after"] == "1"
     assert accepted.status_code == 201, accepted.text
+
+
+def test_a_request_that_waits_out_the_connection_pool_is_503(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every connection of the worker's pool is busy for longer than a request may wait for
+    one: 503, as for a database that does not answer; once one is free, the same request
+    goes through."""
+    if settings.database_url.startswith("sqlite"):
+        pytest.skip("SQLite's pool never makes a request wait")
+    monkeypatch.setattr(database, "POOL_WAIT_SECONDS", 0.2)
+    one = settings.model_copy(update={"db_pool_size": 1})  # and one overflow connection
+    with TestClient(create_app(one)) as client:
+        engine = client.app.state.db.engine
+        busy = [engine.connect() for _ in range(2)]
+        try:
+            waited = client.get("/product")
+        finally:
+            for conn in busy:
+                conn.close()
+        served = client.get("/product")
+    assert waited.status_code == 503, waited.text
+    assert waited.json() == UNAVAILABLE
+    assert waited.headers["retry-after"] == "1"
+    assert served.status_code == 200
 
 
 def test_request_headers_over_64_kib_are_431(client: TestClient) -> None:
