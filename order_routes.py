@@ -1,10 +1,8 @@
 """/order: a customer's orders and their items. The rules live in order_service."""
 
-from datetime import UTC
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response, status
-from pydantic import AwareDatetime
 
 import cursors
 import metrics
@@ -15,7 +13,15 @@ from dependencies import CurrentUser, DatabaseDep, OwnedOrder, Pagination, PathI
 from errors import Unprocessable, responses
 from models import MAX_ID, OrderStatus
 from order_queries import OrderFilter
-from schemas import OrderCreate, OrderItemIn, OrderPage, OrderPublic, StatusChangePublic, UserPublic
+from schemas import (
+    OrderCreate,
+    OrderItemIn,
+    OrderPage,
+    OrderPublic,
+    StatusChangePublic,
+    UserPublic,
+    UtcDatetime,
+)
 
 router = APIRouter(prefix="/order", tags=["order"], responses=responses(401))
 
@@ -86,10 +92,10 @@ async def list_orders(
     status_filter: Annotated[OrderStatus | None, Query(alias="status")] = None,
     user_id: Annotated[int | None, Query(gt=0, le=MAX_ID, description="Admins only")] = None,
     created_from: Annotated[
-        AwareDatetime | None, Query(description="Created at or after (ISO 8601 with offset)")
+        UtcDatetime | None, Query(description="Created at or after (ISO 8601 with offset)")
     ] = None,
     created_to: Annotated[
-        AwareDatetime | None, Query(description="Created at or before (ISO 8601 with offset)")
+        UtcDatetime | None, Query(description="Created at or before (ISO 8601 with offset)")
     ] = None,
     cursor: Annotated[
         str | None,
@@ -107,9 +113,8 @@ async def list_orders(
     where = OrderFilter(
         user_id=order_service.listed_owner(user, user_id),
         status=status_filter,
-        # In UTC: one instant is one filter, however its offset was written.
-        created_from=created_from and created_from.astimezone(UTC),
-        created_to=created_to and created_to.astimezone(UTC),
+        created_from=created_from,
+        created_to=created_to,
     )
     # A cursor belongs to the list of one caller with one set of filters.
     scope = f"{user.id}|{where}"

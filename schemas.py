@@ -1,12 +1,13 @@
 """Request and response bodies. Input models forbid unknown fields: no mass assignment."""
 
 import unicodedata
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, ClassVar, Generic, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
+    AwareDatetime,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -74,6 +75,17 @@ def OneLineText(max_length: int) -> type[str]:  # noqa: N802 - reads as a type i
 
 
 Id = Annotated[int, Strict(), Field(gt=0, le=MAX_ID, examples=[1])]
+
+
+def _in_utc(value: datetime) -> datetime:
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00 is a moment before the first UTC date
+        raise ValueError("must be a moment from 0001-01-01 to 9999-12-31 in UTC") from None
+
+
+# A moment written with any offset, as the one instant it names: in UTC.
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(_in_utc)]
 
 
 def _nfkc(value: object) -> object:

@@ -127,6 +127,23 @@ def test_a_date_without_offset_or_unreadable_is_422(
     assert list_orders(client, alice, created_from=value).status_code == 422
 
 
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("created_from", "0001-01-01T00:00:00+01:00"),  # the last hour of year 0, in UTC
+        ("created_to", "9999-12-31T23:30:00-01:00"),  # the first half hour of year 10000
+    ],
+)
+def test_a_date_that_has_no_utc_moment_is_422_naming_it(
+    client: TestClient, alice: Account, name: str, value: str
+) -> None:
+    response = list_orders(client, alice, **{name: value})
+    assert response.status_code == 422, response.text
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["query", name]
+    assert "0001-01-01 to 9999-12-31 in UTC" in error["msg"]
+
+
 # --- the plans ------------------------------------------------------------------------------
 
 # Every filter the list offers, as an admin (no user) and as a customer (their own orders).
