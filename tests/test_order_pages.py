@@ -1,9 +1,11 @@
 """GET /order at scale: keyset pages (`cursor`, `next_cursor`), date ranges, and the indexes
 every filter uses (checked in the query plans, so a later change cannot silently lose them)."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import inspect, update
 
 from asgi_client import TestClient
@@ -142,6 +144,33 @@ def test_a_date_that_has_no_utc_moment_is_422_naming_it(
     [error] = response.json()["detail"]
     assert error["loc"] == ["query", name]
     assert "0001-01-01 to 9999-12-31 in UTC" in error["msg"]
+
+
+# Any offset a client may write: whole minutes, up to a minute short of a day either way.
+OFFSETS = st.integers(-(24 * 60 - 1), 24 * 60 - 1).map(lambda m: timezone(timedelta(minutes=m)))
+
+
+# Moments anywhere in the years 1 to 9999, and on their first and last days, where an offset
+# can carry a moment out of them.
+MOMENTS = st.one_of(
+    st.datetimes(timezones=OFFSETS),
+    st.datetimes(max_value=datetime(1, 1, 2), timezones=OFFSETS),
+    st.datetimes(min_value=datetime(9999, 12, 30), timezones=OFFSETS),
+)
+
+
+@given(moment=MOMENTS, name=st.sampled_from(["created_from", "created_to"]))
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_any_date_with_an_offset_is_a_page_or_a_422_never_a_500(
+    client: TestClient, alice: Account, moment: datetime, name: str
+) -> None:
+    """Either a page, or a 422 that names the parameter."""
+    response = list_orders(client, alice, **{name: moment.isoformat()})
+    assert response.status_code in (200, 422), response.text
+    if response.status_code == 422:
+        assert response.json()["detail"][0]["loc"] == ["query", name]
 
 
 # --- the plans ------------------------------------------------------------------------------
