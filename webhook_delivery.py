@@ -252,12 +252,18 @@ async def send(client: httpx.AsyncClient, settings: Settings, webhook: Leased, d
         "user-agent": "orders-api-webhooks",
         **webhook_signing.headers(webhook.secret, due.event_uid, int(time.time()), body),
     }
-    url, extensions = httpx.URL(webhook.url), {}
-    if settings.guards_webhook_urls:
-        try:  # again at each attempt: what a name resolves to can change
+    # Checked again at each attempt: what a name resolves to can change, and a URL stored
+    # before registration checked as much as it does now must fail here, not break the loop.
+    address = None
+    try:
+        if settings.guards_webhook_urls:
             address = await webhook_urls.check_destination(webhook.url)
-        except webhook_urls.UnsafeURL as exc:
-            return outcome(None, _error(str(exc)))
+        else:
+            webhook_urls.check_shape(webhook.url)
+    except webhook_urls.UnsafeURL as exc:
+        return outcome(None, _error(str(exc)))
+    url, extensions = httpx.URL(webhook.url), {}
+    if address is not None:
         # Connect to the address just checked, not to whatever a second lookup answers (DNS
         # rebinding); the request still names the host, and TLS still verifies it.
         headers["host"] = url.netloc.decode("ascii")
@@ -312,6 +318,9 @@ class Deliverer:
                     sent = await self.run_once(client)
                 except SQLAlchemyError as exc:  # busy or unreachable: the next round retries
                     log.warning("Webhook delivery round failed: %s", type(exc).__name__)
+                    sent = 0
+                except Exception:  # a bug: logged in full, and every other webhook still served
+                    log.exception("Webhook delivery round failed")
                     sent = 0
                 if not sent:
                     with contextlib.suppress(TimeoutError):

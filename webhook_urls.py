@@ -12,6 +12,8 @@ import ipaddress
 import socket
 from urllib.parse import urlsplit
 
+import httpx
+
 MAX_URL_LENGTH = 2000
 RESOLVE_TIMEOUT_SECONDS = 5.0
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -47,7 +49,14 @@ def _host_and_port(url: str) -> tuple[str, int]:
         raise UnsafeURL("the URL has no host")
     if port == 0:
         raise UnsafeURL("the URL's port must be between 1 and 65535")
-    return parts.hostname, port or DEFAULT_PORTS[scheme]
+    try:
+        # The sender's own parser, both ways (IDNA 2008): the host is looked up as the sender
+        # will name it, and one it cannot encode or decode is refused here, not at each send.
+        parsed = httpx.URL(url)
+        host, _ = parsed.raw_host.decode("ascii"), parsed.host
+    except (httpx.InvalidURL, ValueError) as error:
+        raise UnsafeURL(f"the URL is malformed: {error}") from error
+    return host, port or DEFAULT_PORTS[scheme]
 
 
 def check_shape(url: str) -> None:

@@ -65,6 +65,10 @@ def test_acceptable_shapes(url):
         ("https://example.com/\nHost: evil", "spaces, control characters"),
         ("https://example.com /", "spaces, control characters"),
         ("https://127.0.0.1\\@example.com/", "backslashes"),
+        # Hosts the sender's parser cannot encode (IDNA 2008): refused here, not at each send.
+        ("https://\u2603.example.com/", "malformed: Invalid IDNA hostname"),
+        ("https://\uff41.com/", "malformed: Invalid IDNA hostname"),  # a full-width a
+        ("https://xn--zz.example/", "malformed: Invalid A-label"),
     ],
 )
 def test_unacceptable_shapes(url, reason):
@@ -161,6 +165,11 @@ def test_an_unresolvable_name_is_refused():
 def test_a_name_idna_cannot_encode_is_refused():
     with pytest.raises(UnsafeURL, match="could not resolve"):
         destination(f"https://{'a' * 64}.example/hook")
+
+
+def test_a_name_is_looked_up_as_the_sender_will_name_it(fake_dns):
+    fake_dns["xn--exmple-cua.com"] = ["93.184.216.34"]  # IDNA 2008, as httpx encodes it
+    assert asyncio.run(check_destination("https://ex\u00e4mple.com/")) == "93.184.216.34"
 
 
 def test_a_name_resolving_only_to_public_addresses_passes(fake_dns):

@@ -386,7 +386,19 @@ def test_an_attempt_without_an_answer_in_time_fails_and_waits_its_retry(
     assert delivery["next_attempt_at"] is not None
 
 
-def test_the_delivery_loop_outlives_a_round_the_database_refused(
+@pytest.mark.parametrize(
+    ("failure", "logged"),
+    [
+        # the database busy, or gone for a moment: a warning
+        (
+            OperationalError("the lease", {}, Exception("locked")),
+            "round failed: OperationalError",
+        ),
+        # a bug: logged with its traceback
+        (RuntimeError("a bug"), '"exception": "Traceback'),
+    ],
+)
+def test_the_delivery_loop_outlives_a_round_that_failed(
     client: TestClient,
     admin: Account,
     alice: Account,
@@ -395,9 +407,11 @@ def test_the_delivery_loop_outlives_a_round_the_database_refused(
     settings: Settings,
     monkeypatch: pytest.MonkeyPatch,
     log_lines: list[str],
+    failure: Exception,
+    logged: str,
 ) -> None:
-    """A round that fails on the database (busy, or the server gone for a moment) is logged,
-    and the loop tries again after its poll interval instead of ending."""
+    """A round that fails is logged, and the loop tries again after its poll interval instead
+    of ending (which would stop every webhook's deliveries until a restart)."""
     register(client, admin, hook.url)
     place_order(client, alice, products[0]["id"])
     lease, rounds = webhook_delivery._lease, []
@@ -405,7 +419,7 @@ def test_the_delivery_loop_outlives_a_round_the_database_refused(
     def refused_once(*args: object) -> list:
         rounds.append(args)
         if len(rounds) == 1:
-            raise OperationalError("the lease", {}, Exception("database is locked"))
+            raise failure
         return lease(*args)
 
     monkeypatch.setattr(webhook_delivery, "_lease", refused_once)
@@ -422,7 +436,38 @@ def test_the_delivery_loop_outlives_a_round_the_database_refused(
 
     asyncio.run(until_delivered())
     assert len(rounds) >= 2
-    assert any("Webhook delivery round failed: OperationalError" in line for line in log_lines)
+    failed = [line for line in log_lines if "Webhook delivery round failed" in line]
+    assert len(failed) == 1
+    assert logged in failed[0]
+
+
+def test_a_host_the_sender_cannot_encode_is_refused_at_registration(
+    client: TestClient, admin: Account
+) -> None:
+    body = {"url": "https://\u2603.example.com/hook", "events": ["order.created"]}
+    response = client.post("/webhooks", json=body, headers=admin.headers)
+    assert response.status_code == 422, response.text
+    assert "the URL is malformed: Invalid IDNA hostname" in response.json()["detail"][0]["msg"]
+
+
+def test_a_stored_url_the_sender_cannot_parse_fails_its_attempts_alone(
+    client: TestClient, admin: Account, alice: Account, products: list[dict], hook: Receiver
+) -> None:
+    """A URL stored before registration refused its kind (or written to the table by hand)
+    fails each attempt with the reason; the other webhooks are served as usual."""
+    broken = register(client, admin, "https://hooks.example.com/later-broken")
+    register(client, admin, hook.url)
+    client.app.state.db.write_sync(
+        lambda conn: conn.execute(
+            update(Webhook).where(Webhook.id == broken["id"]).values(url="https://xn--zz.example/")
+        )
+    )
+    place_order(client, alice, products[0]["id"])
+    assert deliver(client) == 2
+    assert len(hook.wait_for(1)) == 1
+    [attempt] = delivery_log(client, admin, broken)["items"]
+    assert (attempt["status"], attempt["attempts"]) == ("pending", 1)
+    assert attempt["last_error"] == "the URL is malformed: Invalid A-label"
 
 
 def test_an_unreachable_receiver_is_an_error_not_a_crash(
