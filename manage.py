@@ -19,6 +19,7 @@ from typing import TextIO
 
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import Connection, insert, select
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 import auth_service
 import passwords
@@ -161,6 +162,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except (OperationalError, InterfaceError) as exc:  # an operator needs the line, not the trace
+        reason = str(exc.orig).splitlines()[0] if exc.orig else str(exc)
+        print(f"error: the database cannot be reached: {reason}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -115,6 +115,17 @@ def test_create_admin_refuses_a_bad_email(manage: Manage, database_url: str) -> 
     assert "email" in result.stderr
 
 
+@pytest.mark.parametrize("command", ["create-admin", "seed-demo"])
+def test_a_database_that_cannot_be_reached_is_one_line_and_exit_1(
+    manage: Manage, tmp_path: Path, command: str
+) -> None:
+    # A directory cannot be opened as a SQLite database.
+    args = ["--email", "a@example.com", "--name", "A"] if command == "create-admin" else []
+    result = manage(f"sqlite:///{tmp_path}", command, *args, stdin=PASSWORD + "\n")
+    assert result.returncode == 1
+    assert result.stderr == "error: the database cannot be reached: unable to open database file\n"
+
+
 def test_create_admin_migrates_an_empty_database(manage: Manage, tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'new.db'}"
     result = manage(
