@@ -13,6 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from httpx2 import Response
 from jose import jwt
 from sqlalchemy import func, insert, select
 from sqlalchemy.engine import make_url
@@ -212,8 +213,15 @@ def test_a_500_is_json_with_a_request_id_and_the_headers(settings: Settings) -> 
     assert response.headers["x-content-type-options"] == "nosniff"
 
 
-UNAVAILABLE = {"detail": "The database is busy or unreachable; try again"}
 BOB = {"name": "Bob", "email": "bob@example.com", "password": PASSWORD}
+
+
+def assert_unavailable(response: Response) -> None:
+    """The one answer for a database that cannot serve a request: 503, retry in a second."""
+    assert response.status_code == 503, response.text
+    assert response.json() == {"detail": "The database is busy or unreachable; try again"}
+    assert response.headers["retry-after"] == "1"
+    assert response.headers["x-request-id"]
 
 
 def test_a_database_that_cannot_be_reached_is_503_with_retry_after(tmp_path: Path) -> None:
@@ -226,10 +234,7 @@ def test_a_database_that_cannot_be_reached_is_503_with_retry_after(tmp_path: Pat
             client.post("/auth/login", json={"email": BOB["email"], "password": PASSWORD}),
         ]
     for response in answers:
-        assert response.status_code == 503, response.text
-        assert response.json() == UNAVAILABLE
-        assert response.headers["retry-after"] == "1"
-        assert response.headers["x-request-id"]
+        assert_unavailable(response)
 
 
 def test_a_write_that_waits_out_another_writer_is_503_and_leaves_nothing(
@@ -250,9 +255,7 @@ def test_a_write_that_waits_out_another_writer_is_503_and_leaves_nothing(
             accepted = client.post("/auth/signup", json=BOB)
     finally:
         other_process.close()
-    assert refused.status_code == 503, refused.text
-    assert refused.json() == UNAVAILABLE
-    assert refused.headers["retry-after"] == "1"
+    assert_unavailable(refused)
     assert accepted.status_code == 201, accepted.text
 
 
@@ -275,9 +278,7 @@ def test_a_request_that_waits_out_the_connection_pool_is_503(
             for conn in busy:
                 conn.close()
         served = client.get("/product")
-    assert waited.status_code == 503, waited.text
-    assert waited.json() == UNAVAILABLE
-    assert waited.headers["retry-after"] == "1"
+    assert_unavailable(waited)
     assert served.status_code == 200
 
 
