@@ -42,9 +42,13 @@ _ORDER_LINES = (
 )
 
 
+# Each order's columns, beside each of its lines.
+_REPEATED = ("status", "created_at", "updated_at")
+
 # Statements are built once: building and hashing a statement costs more than running it.
 _ONE_ORDER = Precompiled(
-    _ORDER_LINES.where(Order.id == bindparam("order_id")).order_by(OrderItem.id)
+    _ORDER_LINES.where(Order.id == bindparam("order_id")).order_by(OrderItem.id),
+    repeated=_REPEATED,
 )
 
 
@@ -108,7 +112,7 @@ def _page_statements(
         .subquery()
     )
     rows = _ORDER_LINES.join(ids, ids.c.id == Order.id).order_by(Order.id.desc(), OrderItem.id)
-    return Precompiled(count), Precompiled(rows)
+    return Precompiled(count), Precompiled(rows, repeated=_REPEATED)
 
 
 # An offset page counts every match and skips `offset` rows: on the event loop only while the

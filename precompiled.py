@@ -29,6 +29,7 @@ from sqlalchemy.sql.dml import UpdateBase
 from database import driver_error
 
 Processor = Callable[[Any], Any]
+_UNSEEN = object()
 Params = Mapping[str, Any]
 
 
@@ -38,6 +39,8 @@ class _Compiled:
     # name, the value the statement itself gives it (if any), how the driver wants it
     binds: tuple[tuple[str, Any, Processor | None], ...]
     columns: tuple[tuple[int, Processor], ...]
+    # Columns whose values repeat across rows: each distinct value is converted once a result.
+    repeated: tuple[tuple[int, Processor], ...]
 
     def args(self, params: Params) -> list[Any]:
         args = []
@@ -59,8 +62,12 @@ def bound(*columns: str, **renamed: str) -> dict[str, BindParameter[Any]]:
 class Precompiled:
     """A SELECT, or an INSERT/UPDATE/DELETE whose values are all bound parameters."""
 
-    def __init__(self, statement: Select | UpdateBase) -> None:
+    def __init__(self, statement: Select | UpdateBase, *, repeated: Sequence[str] = ()) -> None:
+        """`repeated` names the columns a join repeats row after row (an order's, beside each
+        of its lines): their result processors run once for each distinct value of a result,
+        not once a row. Their values are shared between rows, so they must be immutable."""
         self.statement = statement
+        self.repeated = frozenset(repeated)
         self._columns = (
             statement.selected_columns
             if isinstance(statement, Select)
@@ -76,13 +83,20 @@ class Precompiled:
             return result.all() if result.returns_rows else []
         compiled = self._compiled(conn)
         rows = _run(conn, compiled.sql, compiled.args(params), many=False).fetchall()
-        if not compiled.columns:
+        if not compiled.columns and not compiled.repeated:
             return rows
+        converted: list[dict[Any, Any]] = [{} for _ in compiled.repeated]
         processed = []
         for row in rows:
             values = list(row)
             for index, process in compiled.columns:
                 values[index] = process(values[index])
+            for seen, (index, process) in zip(converted, compiled.repeated, strict=True):
+                raw = values[index]
+                value = seen.get(raw, _UNSEEN)
+                if value is _UNSEEN:
+                    value = seen[raw] = process(raw)
+                values[index] = value
             processed.append(values)
         return processed
 
@@ -129,8 +143,14 @@ class Precompiled:
             column.type.dialect_impl(dialect).result_processor(dialect, None)
             for column in self._columns
         )
-        columns = tuple((i, process) for i, process in enumerate(processors) if process)
-        return _Compiled(compiled.string, binds, columns)
+        converted = [
+            (i, process, key in self.repeated)
+            for i, (process, key) in enumerate(zip(processors, self.keys, strict=True))
+            if process
+        ]
+        columns = tuple((i, process) for i, process, repeated in converted if not repeated)
+        repeated = tuple((i, process) for i, process, repeated in converted if repeated)
+        return _Compiled(compiled.string, binds, columns, repeated)
 
 
 def _run(conn: Connection, sql: str, args: list[Any], *, many: bool) -> Any:

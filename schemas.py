@@ -3,6 +3,7 @@
 import unicodedata
 from datetime import UTC, datetime
 from decimal import Decimal
+from operator import methodcaller
 from typing import Annotated, ClassVar, Generic, Literal, TypeVar
 
 from pydantic import (
@@ -154,7 +155,9 @@ Description = Annotated[
 ]
 Money = Annotated[
     Decimal,
-    PlainSerializer(lambda d: f"{d:.2f}", return_type=str, when_used="json"),
+    # Two decimal places, as text. A C callable: pydantic calls it for every amount of every
+    # line of a page, and a Python function's frame costs more than the formatting.
+    PlainSerializer(methodcaller("__format__", ".2f"), return_type=str, when_used="json"),
     Field(examples=["12.50"]),
 ]
 
