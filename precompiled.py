@@ -29,8 +29,8 @@ from sqlalchemy.sql.dml import UpdateBase
 from database import driver_error
 
 Processor = Callable[[Any], Any]
-_UNSEEN = object()
 Params = Mapping[str, Any]
+_UNSEEN = object()
 
 
 @dataclass(frozen=True)
@@ -139,17 +139,12 @@ class Precompiled:
             )
             for name in compiled.positiontup or ()
         )
-        processors = (
-            column.type.dialect_impl(dialect).result_processor(dialect, None)
-            for column in self._columns
-        )
-        converted = [
-            (i, process, key in self.repeated)
-            for i, (process, key) in enumerate(zip(processors, self.keys, strict=True))
-            if process
+        processors = [
+            (i, column.type.dialect_impl(dialect).result_processor(dialect, None), column.key)
+            for i, column in enumerate(self._columns)
         ]
-        columns = tuple((i, process) for i, process, repeated in converted if not repeated)
-        repeated = tuple((i, process) for i, process, repeated in converted if repeated)
+        columns = tuple((i, p) for i, p, key in processors if p and key not in self.repeated)
+        repeated = tuple((i, p) for i, p, key in processors if p and key in self.repeated)
         return _Compiled(compiled.string, binds, columns, repeated)
 
 
