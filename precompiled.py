@@ -85,19 +85,18 @@ class Precompiled:
         rows = _run(conn, compiled.sql, compiled.args(params), many=False).fetchall()
         if not compiled.columns and not compiled.repeated:
             return rows
-        converted: list[dict[Any, Any]] = [{} for _ in compiled.repeated]
-        processed = []
-        for row in rows:
-            values = list(row)
-            for index, process in compiled.columns:
+        processed = [list(row) for row in rows]
+        for index, process in compiled.columns:
+            for values in processed:
                 values[index] = process(values[index])
-            for seen, (index, process) in zip(converted, compiled.repeated, strict=True):
+        for index, process in compiled.repeated:
+            seen: dict[Any, Any] = {}
+            for values in processed:
                 raw = values[index]
                 value = seen.get(raw, _UNSEEN)
                 if value is _UNSEEN:
                     value = seen[raw] = process(raw)
                 values[index] = value
-            processed.append(values)
         return processed
 
     def one_or_none(self, conn: Connection, params: Params) -> Sequence[Any] | None:
