@@ -11,6 +11,7 @@ Only counters and histograms are kept: their sums stay right when a worker exits
 import os
 import shutil
 import tempfile
+from functools import cache
 
 from settings import BASE_DIR
 
@@ -66,6 +67,20 @@ webhook_deliveries = Counter(
 )
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+@cache
+def _request_series(method: str, route: str, status: int) -> tuple[Counter, Histogram]:
+    # A request's two series, looked up once: `labels()` checks and joins its values on every
+    # call. As many as prometheus-client keeps anyway (methods, route templates, statuses).
+    return requests.labels(method, route, status), latency.labels(method, route)
+
+
+def observe_request(method: str, route: str, status: int, seconds: float) -> None:
+    """Count an answered request and its duration, by method, route template and status."""
+    counter, histogram = _request_series(method, route, status)
+    counter.inc()
+    histogram.observe(seconds)
 
 
 def scrape() -> bytes:

@@ -149,8 +149,7 @@ class RequestContext:
             # Until the answer's last byte: background tasks (an email) run after it.
             duration = (answered or time.perf_counter()) - start
             duration_ms = round(duration * 1000, 2)
-            metrics.requests.labels(scope["method"], path, status).inc()
-            metrics.latency.labels(scope["method"], path).observe(duration)
+            metrics.observe_request(scope["method"], path, status, duration)
             access_log.info(
                 "%s %s %s %.2f ms",
                 scope["method"],
