@@ -42,12 +42,14 @@ class _Compiled:
     # Columns whose values repeat across rows: each distinct value is converted once a result.
     repeated: tuple[tuple[int, Processor], ...]
 
-    def args(self, params: Params) -> list[Any]:
+    def args(self, params: Params) -> tuple[Any, ...]:
+        """The driver's positional parameters, a tuple as Core passes them (and so as the
+        cursor listeners see them)."""
         args = []
         for name, default, to_driver in self.binds:
             value = params.get(name, default)
             args.append(value if to_driver is None else to_driver(value))
-        return args
+        return tuple(args)
 
 
 def bound(*columns: str, **renamed: str) -> dict[str, BindParameter[Any]]:
@@ -147,7 +149,9 @@ class Precompiled:
         return _Compiled(compiled.string, binds, columns, repeated)
 
 
-def _run(conn: Connection, sql: str, args: list[Any], *, many: bool) -> Any:
+def _run(
+    conn: Connection, sql: str, args: tuple[Any, ...] | list[tuple[Any, ...]], *, many: bool
+) -> Any:
     """Execute on the driver's cursor, telling the engine's cursor listeners as Core would
     (without an execution context, which is what this module saves)."""
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
