@@ -23,7 +23,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import httpx
-from sqlalchemy import ColumnElement, Connection, delete, exists, insert, or_, select, update
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    Connection,
+    bindparam,
+    delete,
+    exists,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import SQLAlchemyError
 
 import logs
@@ -34,12 +45,14 @@ import webhook_urls
 from database import Database
 from models import (
     DeliveryStatus,
+    UTCDateTime,
     Webhook,
     WebhookAttempt,
     WebhookDelivery,
     WebhookEvent,
     utcnow,
 )
+from precompiled import Precompiled, bound
 from settings import Settings
 
 log = logging.getLogger("orders.webhooks")
@@ -89,7 +102,7 @@ class Outcome:
 # --- the database side ----------------------------------------------------------------------
 
 
-def _due(now: datetime) -> tuple[ColumnElement[bool], ...]:
+def _due(now: datetime | BindParameter[datetime]) -> tuple[ColumnElement[bool], ...]:
     """A delivery is due when it is pending and its next attempt's time has come."""
     return (
         WebhookDelivery.status == DeliveryStatus.pending,
@@ -123,14 +136,45 @@ def _lease(
     return [Leased(*row) for row in rows]
 
 
+# The statements of every attempt (one an order, for each webhook), so precompiled.
+_NEXT_DUE = Precompiled(
+    select(WebhookDelivery.id, WebhookDelivery.attempts, WebhookEvent.uid, WebhookEvent.body)
+    .join(WebhookEvent, WebhookEvent.id == WebhookDelivery.event_id)
+    .where(
+        WebhookDelivery.webhook_id == bindparam("webhook_id"),
+        *_due(bindparam("now", type_=UTCDateTime())),
+    )
+    .order_by(WebhookDelivery.id)
+    .limit(1)
+)
+_RENEW_LEASE = Precompiled(
+    update(Webhook)
+    .where(Webhook.id == bindparam("webhook_id"), Webhook.lease_owner == bindparam("owner"))
+    .values(bound("lease_until"))
+)
+_INSERT_ATTEMPT = Precompiled(
+    insert(WebhookAttempt).values(
+        bound("delivery_id", "attempted_at", "status_code", "error", "duration_ms")
+    )
+)
+_UPDATE_DELIVERY = Precompiled(
+    update(WebhookDelivery)
+    .where(WebhookDelivery.id == bindparam("delivery_id"))
+    .values(
+        bound(
+            "status",
+            "attempts",
+            "last_status_code",
+            "last_error",
+            "next_attempt_at",
+            "delivered_at",
+        )
+    )
+)
+
+
 def _next_due(conn: Connection, webhook_id: int, now: datetime) -> Due | None:
-    row = conn.execute(
-        select(WebhookDelivery.id, WebhookDelivery.attempts, WebhookEvent.uid, WebhookEvent.body)
-        .join(WebhookEvent, WebhookEvent.id == WebhookDelivery.event_id)
-        .where(WebhookDelivery.webhook_id == webhook_id, *_due(now))
-        .order_by(WebhookDelivery.id)
-        .limit(1)
-    ).one_or_none()
+    row = _NEXT_DUE.one_or_none(conn, {"webhook_id": webhook_id, "now": now})
     return None if row is None else Due(*row)
 
 
@@ -153,21 +197,25 @@ def _record(
     or None when the lease is no longer ours (the webhook was deleted, or we were too slow
     and another process took it over)."""
     now = utcnow()
-    kept = conn.execute(
-        update(Webhook)
-        .where(Webhook.id == webhook_id, Webhook.lease_owner == owner)
-        .values(lease_until=now + timedelta(seconds=settings.webhook_lease_seconds))
-    ).rowcount
+    kept = _RENEW_LEASE.execute(
+        conn,
+        {
+            "webhook_id": webhook_id,
+            "owner": owner,
+            "lease_until": now + timedelta(seconds=settings.webhook_lease_seconds),
+        },
+    )
     if not kept:
         return None
-    conn.execute(
-        insert(WebhookAttempt).values(
-            delivery_id=due.delivery_id,
-            attempted_at=now,
-            status_code=outcome.status_code,
-            error=outcome.error,
-            duration_ms=outcome.duration_ms,
-        )
+    _INSERT_ATTEMPT.execute(
+        conn,
+        {
+            "delivery_id": due.delivery_id,
+            "attempted_at": now,
+            "status_code": outcome.status_code,
+            "error": outcome.error,
+            "duration_ms": outcome.duration_ms,
+        },
     )
     attempts = due.attempts + 1
     status, retry = DeliveryStatus.pending, None
@@ -184,17 +232,17 @@ def _record(
         )
     else:
         retry = now + timedelta(seconds=backoff_seconds(settings, attempts))
-    conn.execute(
-        update(WebhookDelivery)
-        .where(WebhookDelivery.id == due.delivery_id)
-        .values(
-            status=status,
-            attempts=attempts,
-            last_status_code=outcome.status_code,
-            last_error=outcome.error,
-            next_attempt_at=retry,
-            delivered_at=now if outcome.ok else None,
-        )
+    _UPDATE_DELIVERY.execute(
+        conn,
+        {
+            "delivery_id": due.delivery_id,
+            "status": status,
+            "attempts": attempts,
+            "last_status_code": outcome.status_code,
+            "last_error": outcome.error,
+            "next_attempt_at": retry,
+            "delivered_at": now if outcome.ok else None,
+        },
     )
     return status
 
