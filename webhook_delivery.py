@@ -136,7 +136,8 @@ def _lease(
     return [Leased(*row) for row in rows]
 
 
-# The statements of every attempt (one an order, for each webhook), so precompiled.
+# The statements of every attempt (an order's event makes one for each webhook subscribed to
+# it), so precompiled.
 _NEXT_DUE = Precompiled(
     select(WebhookDelivery.id, WebhookDelivery.attempts, WebhookEvent.uid, WebhookEvent.body)
     .join(WebhookEvent, WebhookEvent.id == WebhookDelivery.event_id)
@@ -147,11 +148,10 @@ _NEXT_DUE = Precompiled(
     .order_by(WebhookDelivery.id)
     .limit(1)
 )
-_RENEW_LEASE = Precompiled(
-    update(Webhook)
-    .where(Webhook.id == bindparam("webhook_id"), Webhook.lease_owner == bindparam("owner"))
-    .values(bound("lease_until"))
-)
+# The webhook, while its lease is still `owner`'s.
+_OURS = (Webhook.id == bindparam("webhook_id"), Webhook.lease_owner == bindparam("owner"))
+_RENEW_LEASE = Precompiled(update(Webhook).where(*_OURS).values(bound("lease_until")))
+_RELEASE = Precompiled(update(Webhook).where(*_OURS).values(lease_owner=None, lease_until=None))
 _INSERT_ATTEMPT = Precompiled(
     insert(WebhookAttempt).values(
         bound("delivery_id", "attempted_at", "status_code", "error", "duration_ms")
@@ -248,11 +248,7 @@ def _record(
 
 
 def _release(conn: Connection, webhook_id: int, owner: str) -> None:
-    conn.execute(
-        update(Webhook)
-        .where(Webhook.id == webhook_id, Webhook.lease_owner == owner)
-        .values(lease_owner=None, lease_until=None)
-    )
+    _RELEASE.execute(conn, {"webhook_id": webhook_id, "owner": owner})
 
 
 def _prune(conn: Connection, before: datetime) -> int:
