@@ -1,11 +1,11 @@
-"""The benchmark's reading of wrk's output and of the host's steal time (the load runs
-themselves are `make bench`)."""
+"""The benchmark's reading of wrk's output and of the host's steal time, and how it compares
+two rows (the load runs themselves are `make bench`)."""
 
 from pathlib import Path
 
 import pytest
 
-from bench.run import core_times, parse_wrk, stolen_pct
+from bench.run import Result, core_times, parse_wrk, relative_rate, stolen_pct
 
 WRK_OUTPUT = """Running 10s test @ http://127.0.0.1:8000/order
   1 threads and 32 connections
@@ -58,3 +58,13 @@ def test_core_times_reads_eight_counters_for_the_machine_and_for_a_core() -> Non
     assert len(machine) == len(first_core) == 8
     assert sum(machine) >= sum(first_core) > 0
     assert core_times("999") is None
+
+
+def test_a_rows_rate_beside_its_baseline_cancels_a_drift_across_reversed_rounds() -> None:
+    """Round 1 runs A then B, round 2 B then A, and each later run is 10 % slower (the
+    database grows): B's true rate is 0.9 of A's. Their fastest runs would say 0.81."""
+    slowed = [1.0, 0.9, 0.81, 0.729]  # the four runs' places, in order
+    a = [Result("A", 1000 * slowed[0], 1, 1, 1, 0), Result("A", 1000 * slowed[3], 1, 1, 1, 0)]
+    b = [Result("B", 900 * slowed[1], 1, 1, 1, 0), Result("B", 900 * slowed[2], 1, 1, 1, 0)]
+    assert max(r.rps for r in b) / max(r.rps for r in a) == pytest.approx(0.81)
+    assert relative_rate(b, a) == pytest.approx(0.9)
