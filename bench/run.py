@@ -631,15 +631,6 @@ def main() -> int:
         ]
         order_runs = measured([order_rows, order_rows[::-1]])
         results |= fastest(order_runs)
-        beside_post = {
-            key: relative_rate(order_runs[key], order_runs["post"])
-            for key in ("post_tracked", "post_hooked")
-        }
-        rounds_beside_post = {
-            key: round_ratios(order_runs[key], order_runs["post"]) for key in beside_post
-        }
-        # Both rounds count in those ratios, so an error in either fails the row.
-        order_errors = {key: sum(r.errors for r in runs) for key, runs in order_runs.items()}
         # The cost of asking for a password reset: counted against two limits, answered 202
         # (an unknown email, so no email follows).
         results["reset"] = load(
@@ -716,10 +707,13 @@ def main() -> int:
         ("post_tracked", 0.9, "the row above"),
         ("post_hooked", 0.85, "POST /order"),
     ):
-        r, relative = results[key], beside_post[key]
-        each = " and ".join(f"{ratio:.2f}" for ratio in rounds_beside_post[key])
+        runs, baseline = order_runs[key], order_runs["post"]
+        relative = relative_rate(runs, baseline)
+        each = " and ".join(f"{ratio:.2f}" for ratio in round_ratios(runs, baseline))
         note = f">= {floor} x {beside}, round by round, 0 errors ({relative:.2f} x: {each})"
-        rows.append((r, *ratios(r), note, relative >= floor and order_errors[key] == 0))
+        # Both rounds count in the ratio, so an error in either fails the row.
+        errors = sum(run.errors for run in runs)
+        rows.append((results[key], *ratios(results[key]), note, relative >= floor and errors == 0))
     reset = results["reset"]
     rows.append((reset, *ratios(reset), "its cost, shown (0 errors)", reset.errors == 0))
     login = results["login"]
