@@ -11,7 +11,8 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Connection, bindparam, inspect, text
+from sqlalchemy import CheckConstraint, Connection, bindparam, insert, inspect, text, update
+from sqlalchemy.exc import IntegrityError
 
 import inventory
 import order_queries
@@ -257,3 +258,120 @@ def test_upgrade_to_inventory_keeps_a_populated_database_and_downgrade_gives_it_
         assert database.read_sync(the_data_at_0002) == before
     finally:
         database.dispose()
+
+
+def test_check_constraints_match_the_models(fresh_database_url: str) -> None:
+    """Autogenerate does not compare CHECK constraints: this does, by name on both databases
+    and by text on SQLite (PostgreSQL stores its own rewriting of the text)."""
+    upgrade_to_head(fresh_database_url)
+    engine = make_engine(fresh_database_url, pool_size=1)
+    try:
+        inspector = inspect(engine)
+        for table in Base.metadata.sorted_tables:
+            expected = {
+                c.name: str(c.sqltext) for c in table.constraints if isinstance(c, CheckConstraint)
+            }
+            found = {c["name"]: c["sqltext"] for c in inspector.get_check_constraints(table.name)}
+            assert found.keys() == expected.keys(), table.name
+            if engine.dialect.name == "sqlite":
+                assert found == expected, table.name
+    finally:
+        engine.dispose()
+
+
+def test_no_write_builds_a_temporary_btree_on_sqlite(fresh_database_url: str) -> None:
+    """SQLite tests a CHECK's IN list of three or more values through a temporary b-tree it
+    builds for every row: the CHECKs are written as ORs (0009), and stay that way."""
+    if not fresh_database_url.startswith("sqlite"):
+        pytest.skip("a SQLite query plan")
+    upgrade_to_head(fresh_database_url)
+    engine = make_engine(fresh_database_url, pool_size=1)
+    try:
+        with engine.connect() as conn:
+            for table in Base.metadata.sorted_tables:
+                every_column = {c.name: bindparam(c.name) for c in table.columns}
+                by_key = [c == bindparam(f"key_{c.name}") for c in table.primary_key]
+                for statement in (
+                    insert(table).values(every_column),
+                    # One row by its key, as the app updates them.
+                    update(table).where(*by_key).values(every_column),
+                ):
+                    sql = str(statement.compile(dialect=engine.dialect))
+                    program = conn.exec_driver_sql("EXPLAIN " + sql, (None,) * sql.count("?")).all()
+                    opcodes = {row[1] for row in program}
+                    assert "OpenEphemeral" not in opcodes, sql
+    finally:
+        engine.dispose()
+
+
+# The rows a deployment at 0008 holds in the tables whose CHECKs 0009 rewrites.
+ROWS_AT_0008 = [
+    *ROWS_AT_0002,
+    (
+        "INSERT INTO order_status_changes (id, order_id, from_status, to_status, changed_by,"
+        " changed_at) VALUES (2, 1, 'pending', 'finished', 1, :at)"
+    ),
+    (
+        "INSERT INTO stock_movements (id, product_id, delta, reason, order_id, changed_by,"
+        " note, created_at) VALUES (1, 1, 7, 'adjustment', NULL, 1, 'delivery', :at)"
+    ),
+]
+BAD_ROWS = [
+    "UPDATE orders SET status = 'shipped' WHERE id = 1",
+    "UPDATE order_status_changes SET from_status = 'shipped' WHERE id = 2",
+    "UPDATE order_status_changes SET to_status = 'shipped' WHERE id = 2",
+    "UPDATE stock_movements SET reason = 'theft' WHERE id = 1",
+]
+
+
+def test_checks_as_ors_keep_the_rows_and_refuse_what_they_refused(
+    fresh_database_url: str,
+) -> None:
+    url = fresh_database_url
+    config = alembic_config(url)
+    command.upgrade(config, "0008")
+    settings = Settings(_env_file=None, database_url=url, secret_key=TEST_SECRET)
+
+    def populate(conn: Connection) -> None:
+        for statement in ROWS_AT_0008:
+            query = text(statement)
+            if ":at" in statement:
+                query = query.bindparams(bindparam("at", AT, type_=UTCDateTime()))
+            conn.execute(query)
+
+    def rows(conn: Connection) -> list[tuple]:
+        return [
+            *conn.execute(text("SELECT id, user_id, status FROM orders")),
+            *conn.execute(text("SELECT id, from_status, to_status FROM order_status_changes")),
+            *conn.execute(text("SELECT id, product_id, delta, reason, note FROM stock_movements")),
+        ]
+
+    def refused(statement: str) -> bool:
+        database = Database(settings)
+        try:
+            database.write_sync(lambda conn: conn.execute(text(statement)))
+        except IntegrityError:
+            return True
+        finally:
+            database.dispose()
+        return False
+
+    database = Database(settings)
+    try:
+        database.write_sync(populate)
+        before = database.read_sync(rows)
+    finally:
+        database.dispose()
+
+    for revision in ("head", "0008", "head"):
+        if revision == "0008":
+            command.downgrade(config, revision)
+        else:
+            command.upgrade(config, revision)
+        database = Database(settings)
+        try:
+            assert database.read_sync(rows) == before
+        finally:
+            database.dispose()
+        assert all(refused(statement) for statement in BAD_ROWS), revision
+    assert_no_drift(url)
