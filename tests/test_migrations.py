@@ -3,6 +3,8 @@ come apart again."""
 
 import logging
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -10,6 +12,7 @@ from pathlib import Path
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import CheckConstraint, Connection, bindparam, insert, inspect, text, update
 from sqlalchemy.exc import IntegrityError
@@ -146,6 +149,30 @@ ROWS_AT_0002 = [
 ]
 
 
+@contextmanager
+def opened(settings: Settings) -> Iterator[Database]:
+    database = Database(settings)
+    try:
+        yield database
+    finally:
+        database.dispose()
+
+
+def migrated_to(url: str, revision: str) -> tuple[Config, Settings]:
+    """The database at `revision`: its Alembic config, and the app's settings for it."""
+    config = alembic_config(url)
+    command.upgrade(config, revision)
+    return config, Settings(_env_file=None, database_url=url, secret_key=TEST_SECRET)
+
+
+def insert_rows(conn: Connection, statements: list[str]) -> None:
+    for statement in statements:
+        query = text(statement)
+        if ":at" in statement:  # stored as the app stores its timestamps
+            query = query.bindparams(bindparam("at", AT, type_=UTCDateTime()))
+        conn.execute(query)
+
+
 def columns(url: str, table: str) -> set[str]:
     engine = make_engine(url, pool_size=1)
     try:
@@ -182,25 +209,12 @@ def test_upgrade_to_inventory_keeps_a_populated_database_and_downgrade_gives_it_
     fresh_database_url: str,
 ) -> None:
     url = fresh_database_url
-    config = alembic_config(url)
-    command.upgrade(config, "0002")
+    config, settings = migrated_to(url, "0002")
     assert "stock" not in columns(url, "products")
     assert "stock_movements" not in tables(url)
-
-    def populate(conn: Connection) -> None:
-        for statement in ROWS_AT_0002:
-            query = text(statement)
-            if ":at" in statement:  # stored as the app stores its timestamps
-                query = query.bindparams(bindparam("at", AT, type_=UTCDateTime()))
-            conn.execute(query)
-
-    settings = Settings(_env_file=None, database_url=url, secret_key=TEST_SECRET)
-    database = Database(settings)
-    try:
-        database.write_sync(populate)
+    with opened(settings) as database:
+        database.write_sync(insert_rows, ROWS_AT_0002)
         before = database.read_sync(the_data_at_0002)
-    finally:
-        database.dispose()
     assert [row[:4] for row in before["order_items"]] == [(1, 1, 1, 3), (2, 1, 2, 1)]
 
     command.upgrade(config, "head")
@@ -220,8 +234,7 @@ def test_upgrade_to_inventory_keeps_a_populated_database_and_downgrade_gives_it_
         "created_at",
     }
     assert_no_drift(url)
-    database = Database(settings)
-    try:
+    with opened(settings) as database:
         assert database.read_sync(the_data_at_0002) == before
         # The app reads the old rows as it reads its own: untracked products, the order whole.
         products = [database.read_sync(product_service.get, pid) for pid in (1, 2)]
@@ -246,18 +259,13 @@ def test_upgrade_to_inventory_keeps_a_populated_database_and_downgrade_gives_it_
         assert [(m.delta, m.reason, m.changed_by) for m in movements.items] == [
             (5, "adjustment", 1)
         ]
-    finally:
-        database.dispose()
 
     command.downgrade(config, "0002")
     assert "stock" not in columns(url, "products")
     assert check_constraints(url, "products") == {"ck_products_price_positive"}
     assert "stock_movements" not in tables(url)
-    database = Database(settings)
-    try:
+    with opened(settings) as database:
         assert database.read_sync(the_data_at_0002) == before
-    finally:
-        database.dispose()
 
 
 def test_check_constraints_match_the_models(fresh_database_url: str) -> None:
@@ -328,16 +336,7 @@ def test_checks_as_ors_keep_the_rows_and_refuse_what_they_refused(
     fresh_database_url: str,
 ) -> None:
     url = fresh_database_url
-    config = alembic_config(url)
-    command.upgrade(config, "0008")
-    settings = Settings(_env_file=None, database_url=url, secret_key=TEST_SECRET)
-
-    def populate(conn: Connection) -> None:
-        for statement in ROWS_AT_0008:
-            query = text(statement)
-            if ":at" in statement:
-                query = query.bindparams(bindparam("at", AT, type_=UTCDateTime()))
-            conn.execute(query)
+    config, settings = migrated_to(url, "0008")
 
     def rows(conn: Connection) -> list[tuple]:
         return [
@@ -347,31 +346,23 @@ def test_checks_as_ors_keep_the_rows_and_refuse_what_they_refused(
         ]
 
     def refused(statement: str) -> bool:
-        database = Database(settings)
-        try:
-            database.write_sync(lambda conn: conn.execute(text(statement)))
-        except IntegrityError:
-            return True
-        finally:
-            database.dispose()
+        with opened(settings) as database:
+            try:
+                database.write_sync(lambda conn: conn.execute(text(statement)))
+            except IntegrityError:
+                return True
         return False
 
-    database = Database(settings)
-    try:
-        database.write_sync(populate)
+    with opened(settings) as database:
+        database.write_sync(insert_rows, ROWS_AT_0008)
         before = database.read_sync(rows)
-    finally:
-        database.dispose()
 
     for revision in ("head", "0008", "head"):
         if revision == "0008":
             command.downgrade(config, revision)
         else:
             command.upgrade(config, revision)
-        database = Database(settings)
-        try:
+        with opened(settings) as database:
             assert database.read_sync(rows) == before
-        finally:
-            database.dispose()
         assert all(refused(statement) for statement in BAD_ROWS), revision
     assert_no_drift(url)
