@@ -76,8 +76,16 @@ def _request_series(method: str, route: str, status: int) -> tuple[Counter, Hist
     return requests.labels(method, route, status), latency.labels(method, route)
 
 
+# The methods counted by name; any other is counted as "other". h11 accepts any token as a
+# method, and a label value per made-up method would grow every worker's series (and its
+# metrics file) without bound, at the request of anyone.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 def observe_request(method: str, route: str, status: int, seconds: float) -> None:
     """Count an answered request and its duration, by method, route template and status."""
+    if method not in METHODS:
+        method = "other"
     counter, histogram = _request_series(method, route, status)
     counter.inc()
     histogram.observe(seconds)

@@ -2,6 +2,7 @@
 
 import asyncio
 import os
+import secrets
 import stat
 import subprocess
 import tempfile
@@ -43,6 +44,22 @@ def test_requests_are_counted_by_route_template_method_and_status(
     )
     assert buckets in text
     assert client.get("/metrics").headers["content-type"].startswith("text/plain")
+
+
+def test_made_up_methods_are_counted_as_one(client: TestClient) -> None:
+    """Anyone may send a method of their own (h11 takes any token): each may not become a
+    series of its own, or a burst of them would grow the worker without bound."""
+    labels = {"method": "other", "route": "/health", "status": "405"}
+    before = sample(client, "http_requests_total", **labels)
+    made_up = [f"BREW{secrets.token_hex(4).upper()}" for _ in range(3)]  # this run's own
+    for method in made_up:
+        assert client.request(method, "/health").status_code == 405
+    assert sample(client, "http_requests_total", **labels) == before + 3
+    text = client.get("/metrics").text
+    for method in made_up:
+        assert method not in text
+    assert client.get("/health").status_code == 200
+    assert sample(client, "http_requests_total", method="GET", route="/health", status="200") > 0
 
 
 def test_order_changes_failed_logins_and_throttles_are_counted(
