@@ -14,7 +14,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import CheckConstraint, Connection, bindparam, insert, inspect, text, update
+from sqlalchemy import CheckConstraint, Connection, Engine, bindparam, insert, inspect, text, update
 from sqlalchemy.exc import IntegrityError
 
 import inventory
@@ -41,31 +41,32 @@ REPO = Path(__file__).resolve().parent.parent
 APP_TABLES = {t.name for t in Base.metadata.sorted_tables}
 
 
-def tables(url: str) -> set[str]:
+@contextmanager
+def engine_of(url: str) -> Iterator[Engine]:
     engine = make_engine(url, pool_size=1)
     try:
-        return set(inspect(engine).get_table_names()) - {"alembic_version"}
+        yield engine
     finally:
         engine.dispose()
+
+
+def tables(url: str) -> set[str]:
+    with engine_of(url) as engine:
+        return set(inspect(engine).get_table_names()) - {"alembic_version"}
 
 
 def test_upgrade_head_builds_the_schema_from_nothing(fresh_database_url: str) -> None:
     assert tables(fresh_database_url) == set()
     upgrade_to_head(fresh_database_url)
     assert tables(fresh_database_url) == APP_TABLES
-    engine = make_engine(fresh_database_url, pool_size=1)
-    assert current_revision(engine) == head_revision(fresh_database_url)
-    engine.dispose()
+    with engine_of(fresh_database_url) as engine:
+        assert current_revision(engine) == head_revision(fresh_database_url)
 
 
 def assert_no_drift(url: str) -> None:
-    engine = make_engine(url, pool_size=1)
-    try:
-        with engine.connect() as conn:
-            context = MigrationContext.configure(conn, opts={"compare_type": True})
-            assert compare_metadata(context, Base.metadata) == []
-    finally:
-        engine.dispose()
+    with engine_of(url) as engine, engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        assert compare_metadata(context, Base.metadata) == []
 
 
 def test_autogenerate_finds_nothing_to_add(fresh_database_url: str) -> None:
@@ -174,19 +175,13 @@ def insert_rows(conn: Connection, statements: list[str]) -> None:
 
 
 def columns(url: str, table: str) -> set[str]:
-    engine = make_engine(url, pool_size=1)
-    try:
+    with engine_of(url) as engine:
         return {c["name"] for c in inspect(engine).get_columns(table)}
-    finally:
-        engine.dispose()
 
 
 def check_constraints(url: str, table: str) -> set[str]:
-    engine = make_engine(url, pool_size=1)
-    try:
+    with engine_of(url) as engine:
         return {c["name"] for c in inspect(engine).get_check_constraints(table)}
-    finally:
-        engine.dispose()
 
 
 def the_data_at_0002(conn: Connection) -> dict:
@@ -272,8 +267,7 @@ def test_check_constraints_match_the_models(fresh_database_url: str) -> None:
     """Autogenerate does not compare CHECK constraints: this does, by name on both databases
     and by text on SQLite (PostgreSQL stores its own rewriting of the text)."""
     upgrade_to_head(fresh_database_url)
-    engine = make_engine(fresh_database_url, pool_size=1)
-    try:
+    with engine_of(fresh_database_url) as engine:
         inspector = inspect(engine)
         for table in Base.metadata.sorted_tables:
             expected = {
@@ -283,8 +277,6 @@ def test_check_constraints_match_the_models(fresh_database_url: str) -> None:
             assert found.keys() == expected.keys(), table.name
             if engine.dialect.name == "sqlite":
                 assert found == expected, table.name
-    finally:
-        engine.dispose()
 
 
 def test_no_write_builds_a_temporary_btree_on_sqlite(fresh_database_url: str) -> None:
@@ -293,23 +285,19 @@ def test_no_write_builds_a_temporary_btree_on_sqlite(fresh_database_url: str) ->
     if not fresh_database_url.startswith("sqlite"):
         pytest.skip("a SQLite query plan")
     upgrade_to_head(fresh_database_url)
-    engine = make_engine(fresh_database_url, pool_size=1)
-    try:
-        with engine.connect() as conn:
-            for table in Base.metadata.sorted_tables:
-                every_column = {c.name: bindparam(c.name) for c in table.columns}
-                by_key = [c == bindparam(f"key_{c.name}") for c in table.primary_key]
-                for statement in (
-                    insert(table).values(every_column),
-                    # One row by its key, as the app updates them.
-                    update(table).where(*by_key).values(every_column),
-                ):
-                    sql = str(statement.compile(dialect=engine.dialect))
-                    program = conn.exec_driver_sql("EXPLAIN " + sql, (None,) * sql.count("?")).all()
-                    opcodes = {row[1] for row in program}
-                    assert "OpenEphemeral" not in opcodes, sql
-    finally:
-        engine.dispose()
+    with engine_of(fresh_database_url) as engine, engine.connect() as conn:
+        for table in Base.metadata.sorted_tables:
+            every_column = {c.name: bindparam(c.name) for c in table.columns}
+            by_key = [c == bindparam(f"key_{c.name}") for c in table.primary_key]
+            for statement in (
+                insert(table).values(every_column),
+                # One row by its key, as the app updates them.
+                update(table).where(*by_key).values(every_column),
+            ):
+                sql = str(statement.compile(dialect=engine.dialect))
+                program = conn.exec_driver_sql("EXPLAIN " + sql, (None,) * sql.count("?")).all()
+                opcodes = {row[1] for row in program}
+                assert "OpenEphemeral" not in opcodes, sql
 
 
 # The rows a deployment at 0008 holds in the tables whose CHECKs 0009 rewrites.
