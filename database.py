@@ -360,6 +360,12 @@ class Database:
         self, command: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
         conn = self._kept_connection("writer", self._connect_writer)
+        dbapi_connection = conn.connection.dbapi_connection
+        assert isinstance(dbapi_connection, _SQLiteConnection)
+        if dbapi_connection.write_lock.locked():
+            # Refused before "begin", the connection is still good; refused in it, it is not
+            # (below), and a new one starts with an empty page cache.
+            raise WriteLockBusy
         try:
             return _in_write_transaction(conn, command, *args, **kwargs)
         except BaseException as exc:

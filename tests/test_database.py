@@ -186,17 +186,50 @@ def test_a_write_that_meets_the_checkpoints_lock_waits_for_it_on_the_event_loop(
     assert _throttled(sqlite_db) == {"waited@example.com"}
 
 
+def test_a_write_that_finds_the_lock_taken_keeps_the_event_loops_writer(
+    sqlite_db: Database,
+) -> None:
+    """Refused by this process's lock before it begins, the kept connection is still good and
+    stays: a new one would start with an empty page cache."""
+    holder = _Holder(sqlite_db)
+
+    async def writes() -> tuple[Connection, Connection]:
+        async def released_later() -> None:
+            await asyncio.sleep(0.1)
+            holder.release.set()
+
+        release = asyncio.create_task(released_later())
+        await sqlite_db.write(_throttle_row("waited@example.com"))  # on the pool
+        await release
+        await sqlite_db.write(_throttle_row("first-inline@example.com"))
+        kept = sqlite_db._kept.writer
+        holder.__init__(sqlite_db)  # the lock is taken again
+        release = asyncio.create_task(released_later())
+        await sqlite_db.write(_throttle_row("waited-again@example.com"))
+        await release
+        await sqlite_db.write(_throttle_row("inline-again@example.com"))
+        return kept, sqlite_db._kept.writer
+
+    kept, after = asyncio.run(writes())
+    holder.thread.join()
+    assert after is kept
+    assert not kept.closed
+    assert len(_throttled(sqlite_db)) == 4
+
+
 def test_an_inline_write_refused_the_lock_leaves_the_next_ones_atomic(
     sqlite_db: Database,
 ) -> None:
-    # Refusing the lock happens inside SQLAlchemy's "begin" event, after which that Connection
-    # would run statements in autocommit: the first failing command below would keep its row.
-    holder = _Holder(sqlite_db)
+    # Another process holds SQLite's lock: SQLite refuses it inside SQLAlchemy's "begin"
+    # event, after which that Connection would run statements in autocommit: the first
+    # failing command below would keep its row.
+    other_process = sqlite3.connect(make_url(sqlite_db.url).database, isolation_level=None)
+    other_process.execute("BEGIN IMMEDIATE")
 
     async def writes() -> None:
         async def refused_then_released() -> None:
             await asyncio.sleep(0.1)
-            holder.release.set()
+            other_process.execute("ROLLBACK")
 
         release = asyncio.create_task(refused_then_released())
         await sqlite_db.write(_throttle_row("after-wait@example.com"))
@@ -205,8 +238,8 @@ def test_an_inline_write_refused_the_lock_leaves_the_next_ones_atomic(
             await sqlite_db.write(_throttle_row("rolled-back@example.com", then_fail=True))
         await sqlite_db.write(_throttle_row("kept@example.com"))
 
-    asyncio.run(writes())
-    holder.thread.join()
+    with closing(other_process):
+        asyncio.run(writes())
     assert _throttled(sqlite_db) == {"after-wait@example.com", "kept@example.com"}
 
 
