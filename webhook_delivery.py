@@ -251,6 +251,14 @@ def _release(conn: Connection, webhook_id: int, owner: str) -> None:
     _RELEASE.execute(conn, {"webhook_id": webhook_id, "owner": owner})
 
 
+_FIRST_KEPT = (
+    select(WebhookEvent.id)
+    .where(WebhookEvent.created_at >= bindparam("before"))
+    .order_by(WebhookEvent.id)
+    .limit(1)
+)
+
+
 def _prune(conn: Connection, before: datetime) -> int:
     """Delete a batch of succeeded deliveries older than the retention, and of the events
     left with no delivery; how many rows of the larger of the two went."""
@@ -272,6 +280,12 @@ def _prune(conn: Connection, before: datetime) -> int:
         .order_by(WebhookEvent.id)
         .limit(PRUNE_BATCH)
     )
+    # Events are numbered as they are made, so the old ones come first: the search stops at
+    # the first event within the retention. Unbounded, it read every event kept, on every
+    # prune: the whole table once the old ones had gone.
+    first_kept = conn.scalar(_FIRST_KEPT, {"before": before})
+    if first_kept is not None:
+        orphans = orphans.where(WebhookEvent.id < first_kept)
     dropped = conn.execute(delete(WebhookEvent).where(WebhookEvent.id.in_(orphans))).rowcount
     return max(pruned, dropped)
 

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import event, func, select, update
+from sqlalchemy import Connection, event, func, insert, select, update
 from sqlalchemy.exc import OperationalError
 
 import webhook_delivery
@@ -670,6 +670,48 @@ def test_pruning_removes_old_succeeded_deliveries_and_their_events(
     client.app.state.db.write_sync(_prune, later)
     assert count(client, WebhookDelivery) == 1  # the pending one stays
     assert count(client, WebhookEvent) == 1  # and its event; the other two went
+
+
+def test_a_prune_reads_no_event_within_the_retention(
+    client: TestClient, alice: Account, products: list[dict], settings: Settings
+) -> None:
+    """Most events are within the retention, and the deliverer prunes every minute, on the
+    event loop on SQLite: the work of a prune must not grow with them (SQLite's steps,
+    counted). It did: it read every event kept to find none old enough."""
+    if not settings.database_url.startswith("sqlite"):
+        pytest.skip("SQLite's virtual machine steps")
+    database = client.app.state.db
+    order = place_order(client, alice, products[0]["id"])
+    before = utcnow() - timedelta(days=7)
+
+    def steps_of_a_prune() -> int:
+        steps = 0
+
+        def step() -> int:
+            nonlocal steps
+            steps += 1
+            return 0
+
+        def prune(conn: Connection) -> int:
+            driver = conn.connection.dbapi_connection
+            driver.set_progress_handler(step, 1)
+            try:
+                return webhook_delivery._prune(conn, before)
+            finally:
+                driver.set_progress_handler(None, 1)
+
+        assert database.write_sync(prune) == 0  # nothing is old enough
+        return steps
+
+    with_one_event = steps_of_a_prune()
+    young = {"type": "order.created", "order_id": order["id"], "body": "{}", "created_at": utcnow()}
+    database.write_sync(
+        lambda conn: conn.execute(
+            insert(WebhookEvent), [young | {"uid": f"evt_{n}"} for n in range(500)]
+        )
+    )
+    # Reading each of the 500 took several steps; a few more steps allow for a deeper tree.
+    assert steps_of_a_prune() <= with_one_event + 20
 
 
 def test_what_is_due_is_found_through_the_index_of_pending_deliveries(
