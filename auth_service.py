@@ -176,6 +176,19 @@ def _record_login(
 # --- refresh tokens -----------------------------------------------------------------------
 
 _INSERT_REFRESH_TOKEN = insert(RefreshToken)
+# Every token issued is a row, kept while it may still be presented (a spent one reveals a
+# leak). Once expired, a token is refused by its own expiry before its row is read, so each
+# token issued deletes a few expired ones, found by the index on expires_at: more than it
+# adds, at a small fixed cost, so the table holds little beyond the tokens still alive.
+EXPIRED_TOKENS_PRUNED_PER_ISSUE = 4
+_DELETE_EXPIRED_TOKENS = delete(RefreshToken).where(
+    RefreshToken.jti.in_(
+        select(RefreshToken.jti)
+        .where(RefreshToken.expires_at <= bindparam("now"))
+        .order_by(RefreshToken.expires_at)
+        .limit(EXPIRED_TOKENS_PRUNED_PER_ISSUE)
+    )
+)
 
 
 def _add_token_pair(
@@ -206,6 +219,7 @@ def _add_token_pair(
             "expires_at": claims.expires_at,
         },
     )
+    conn.execute(_DELETE_EXPIRED_TOKENS, {"now": claims.issued_at})
     return TokenPair(
         access_token=access,
         refresh_token=refresh,

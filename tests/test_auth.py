@@ -15,11 +15,12 @@ from datetime import datetime, timedelta
 import httpx2 as httpx
 import pytest
 from jose import jws, jwt
+from sqlalchemy import event, insert, select
 
 import throttle
 from asgi_client import TestClient
-from conftest import PASSWORD, TEST_SECRET, Account, login, make_account, signup
-from models import utcnow
+from conftest import PASSWORD, TEST_SECRET, Account, login, make_account, query_plan, signup
+from models import RefreshToken, utcnow
 from settings import Settings
 
 OTHER_SECRET = "another-secret-key-of-at-least-32-bytes"
@@ -463,6 +464,58 @@ def test_reuse_detection_leaves_other_sessions_alone(client: TestClient, alice: 
     assert refresh(client, alice.refresh_token).status_code == 200
     assert_unauthorized(refresh(client, alice.refresh_token))
     assert refresh(client, other_session).status_code == 200
+
+
+def test_each_token_issued_deletes_a_few_expired_ones_and_no_live_one(
+    client: TestClient, alice: Account
+) -> None:
+    """The table keeps little beyond the tokens that may still be presented: each token
+    issued deletes up to EXPIRED_TOKENS_PRUNED_PER_ISSUE expired ones, longest expired first."""
+    database = client.app.state.db
+    now = utcnow()
+    expired = [
+        {
+            "jti": f"expired-{n}",
+            "user_id": alice.id,
+            "family_id": "old",
+            "issued_at": now - timedelta(days=8, minutes=n),
+            "expires_at": now - timedelta(days=1, minutes=n),
+        }
+        for n in range(6)
+    ]
+    database.write_sync(lambda conn: conn.execute(insert(RefreshToken), expired))
+
+    def kept() -> tuple[set[str], int]:
+        jtis = database.read_sync(lambda conn: set(conn.scalars(select(RefreshToken.jti))))
+        old = {jti for jti in jtis if jti.startswith("expired-")}
+        return old, len(jtis - old)
+
+    assert kept() == ({f"expired-{n}" for n in range(6)}, 1)  # and alice's from her login
+    successor = refresh(client, alice.refresh_token)
+    assert successor.status_code == 200, successor.text
+    assert kept() == ({"expired-0", "expired-1"}, 2)  # her spent one stays: it reveals reuse
+    assert refresh(client, successor.json()["refresh_token"]).status_code == 200
+    assert kept() == (set(), 3)
+    assert_unauthorized(refresh(client, alice.refresh_token))  # reuse, still detected
+
+
+def test_expired_tokens_are_found_through_their_index(client: TestClient, alice: Account) -> None:
+    """The few expired tokens a new one deletes are found without reading the live ones."""
+    database = client.app.state.db
+    statements: list[tuple[str, object]] = []
+
+    def capture(_conn, _cursor, statement: str, parameters: object, *_: object) -> None:
+        if statement.startswith("DELETE FROM refresh_tokens"):
+            statements.append((statement, parameters))
+
+    event.listen(database.engine, "before_cursor_execute", capture)
+    try:
+        assert refresh(client, alice.refresh_token).status_code == 200
+    finally:
+        event.remove(database.engine, "before_cursor_execute", capture)
+    [(statement, parameters)] = statements
+    found = query_plan(database, statement, parameters)
+    assert "ix_refresh_tokens_expires_at" in found, found
 
 
 def test_access_token_is_refused_as_refresh_token(client: TestClient, alice: Account) -> None:
