@@ -271,14 +271,27 @@ class Database:
         """`read` for a query whose cost grows with the data (a count, a deep offset): never on
         the event loop, always on a thread of the heavy reads' own pool (a few, at a lower
         priority), where SQLite steps without holding the GIL, so however long it takes it
-        never stalls the other requests of the worker."""
+        never stalls the other requests of the worker. On PostgreSQL it runs without parallel
+        workers, so that it takes one of the server's cores, not all of them."""
         if self._heavy is None:
             self._heavy = ThreadPoolExecutor(
                 HEAVY_READ_THREADS, "heavy-read", initializer=_lower_this_threads_priority
             )
         # In the request's context (its id for the log lines), as run_in_threadpool does.
-        call = partial(contextvars.copy_context().run, self.read_sync, query, *args, **kwargs)
+        call = partial(
+            contextvars.copy_context().run, self._read_heavy_sync, query, *args, **kwargs
+        )
         return await asyncio.get_running_loop().run_in_executor(self._heavy, call)
+
+    def _read_heavy_sync(
+        self, query: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        with self.engine.connect() as conn:
+            if conn.dialect.name == "postgresql":
+                # PostgreSQL would scan a large table with parallel workers, a core each, and
+                # the light queries beside it would wait for a core: one core per heavy read.
+                conn.exec_driver_sql("SET LOCAL max_parallel_workers_per_gather = 0")
+            return query(conn, *args, **kwargs)
 
     async def write(
         self, command: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs

@@ -305,6 +305,27 @@ def _rows_in_the_database_file(db: Database) -> int:
         return file_only.execute("SELECT count(*) FROM rate_limit_windows").fetchone()[0]
 
 
+def test_a_heavy_read_takes_no_parallel_workers_on_postgresql(database_url: str) -> None:
+    """PostgreSQL would give a scan of a large table a core per parallel worker, and the light
+    queries beside it would wait for one: a heavy read keeps to one core, and only itself."""
+    if database_url.startswith("sqlite"):
+        pytest.skip("PostgreSQL's parallel query")
+    db = Database(Settings(_env_file=None, database_url=database_url, secret_key="k" * 32))
+
+    def workers(conn: Connection) -> str:
+        return conn.exec_driver_sql("SHOW max_parallel_workers_per_gather").scalar_one()
+
+    async def reads() -> tuple[str, str, str]:
+        return await db.read(workers), await db.read_heavy(workers), await db.read(workers)
+
+    try:
+        before, heavy, after = asyncio.run(reads())
+    finally:
+        db.dispose()
+    assert heavy == "0"
+    assert before == after != "0"  # the setting ended with the heavy read's transaction
+
+
 def test_the_event_loops_writer_leaves_checkpoints_to_a_thread_of_their_own(
     sqlite_db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
