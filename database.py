@@ -53,6 +53,19 @@ HEAVY_READ_NICENESS = 10
 CHECKPOINT_EVERY = 64
 
 
+def _on_one_core(
+    conn: Connection,
+    query: Callable[Concatenate[Connection, P], T],
+    *args: P.args,
+    **kwargs: P.kwargs,
+) -> T:
+    """Run a heavy query. PostgreSQL would scan a large table with parallel workers, a core
+    each, and the light queries beside it would wait for a core: it gets one."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("SET LOCAL max_parallel_workers_per_gather = 0")
+    return query(conn, *args, **kwargs)
+
+
 def _lower_this_threads_priority() -> None:
     # On Linux, setpriority with a thread id renices that thread only; elsewhere it would
     # renice the process (or fail), so heavy reads there run at normal priority.
@@ -279,19 +292,9 @@ class Database:
             )
         # In the request's context (its id for the log lines), as run_in_threadpool does.
         call = partial(
-            contextvars.copy_context().run, self._read_heavy_sync, query, *args, **kwargs
+            contextvars.copy_context().run, self.read_sync, _on_one_core, query, *args, **kwargs
         )
         return await asyncio.get_running_loop().run_in_executor(self._heavy, call)
-
-    def _read_heavy_sync(
-        self, query: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
-    ) -> T:
-        with self.engine.connect() as conn:
-            if conn.dialect.name == "postgresql":
-                # PostgreSQL would scan a large table with parallel workers, a core each, and
-                # the light queries beside it would wait for a core: one core per heavy read.
-                conn.exec_driver_sql("SET LOCAL max_parallel_workers_per_gather = 0")
-            return query(conn, *args, **kwargs)
 
     async def write(
         self, command: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
