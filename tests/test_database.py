@@ -191,30 +191,28 @@ def test_a_write_that_finds_the_lock_taken_keeps_the_event_loops_writer(
 ) -> None:
     """Refused by this process's lock before it begins, the kept connection is still good and
     stays: a new one would start with an empty page cache."""
-    holder = _Holder(sqlite_db)
 
-    async def writes() -> tuple[Connection, Connection]:
+    async def writes() -> tuple[Connection, str, Connection]:
+        await sqlite_db.write(_throttle_row("first@example.com"))
+        kept = sqlite_db._kept.writer
+        holder = _Holder(sqlite_db)
+
         async def released_later() -> None:
             await asyncio.sleep(0.1)
             holder.release.set()
 
         release = asyncio.create_task(released_later())
-        await sqlite_db.write(_throttle_row("waited@example.com"))  # on the pool
+        waited_in = await sqlite_db.write(_throttle_row("waited@example.com"))
         await release
-        await sqlite_db.write(_throttle_row("first-inline@example.com"))
-        kept = sqlite_db._kept.writer
-        holder.__init__(sqlite_db)  # the lock is taken again
-        release = asyncio.create_task(released_later())
-        await sqlite_db.write(_throttle_row("waited-again@example.com"))
-        await release
-        await sqlite_db.write(_throttle_row("inline-again@example.com"))
-        return kept, sqlite_db._kept.writer
+        holder.thread.join()
+        await sqlite_db.write(_throttle_row("after@example.com"))
+        return kept, waited_in, sqlite_db._kept.writer
 
-    kept, after = asyncio.run(writes())
-    holder.thread.join()
+    kept, waited_in, after = asyncio.run(writes())
+    assert waited_in != threading.current_thread().name  # refused inline, run on the pool
     assert after is kept
     assert not kept.closed
-    assert len(_throttled(sqlite_db)) == 4
+    assert len(_throttled(sqlite_db)) == 3
 
 
 def test_an_inline_write_refused_the_lock_leaves_the_next_ones_atomic(
