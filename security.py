@@ -176,12 +176,32 @@ def _verification_key(secret_key: str) -> Key:
 
 
 def decode_token(token: str, *, expected: TokenType, secret_key: str) -> TokenClaims:
-    """Verify signature, algorithm, lifetime and type; raise InvalidToken on any doubt.
+    """Verify signature, algorithm, lifetime and type; raise InvalidToken on any doubt."""
+    claims = _verified(token, secret_key)
+    if claims.type is not expected:
+        raise InvalidToken(f"{claims.type} token where {expected} was expected")
+    now = datetime.now(UTC)
+    if claims.expires_at <= now:
+        raise InvalidToken("token expired")
+    if claims.issued_at > now + CLOCK_SKEW:
+        raise InvalidToken("token issued in the future")
+    return claims
+
+
+# A client sends the same access token with every request for as long as it lives, so what
+# does not depend on the clock (signature, header, the claims' shape) is checked once per
+# token; decode_token reads the clock on every use. Only tokens that pass are kept (lru_cache
+# keeps no exception), so tokens that were never issued here cannot fill it.
+VERIFIED_TOKENS_KEPT = 1024
+
+
+@lru_cache(maxsize=VERIFIED_TOKENS_KEPT)
+def _verified(token: str, secret_key: str) -> TokenClaims:
+    """The claims of a token signed with `secret_key`, whatever the time.
 
     python-jose verifies the signature against the one allowed algorithm (`jws.verify`); the
     claims are checked here, where exp, iat and sub are required. `jwt.decode` would parse
-    the header a second time and run a generic check of every registered claim, which
-    together cost as much as the signature on every authenticated request.
+    the header a second time and run a generic check of every registered claim.
     """
     try:
         header = _header(token)
@@ -205,8 +225,6 @@ def decode_token(token: str, *, expected: TokenType, secret_key: str) -> TokenCl
         family = payload.get("fam")
     except (KeyError, ValueError, TypeError, OverflowError, OSError) as exc:
         raise InvalidToken("malformed claims") from exc
-    if token_type is not expected:
-        raise InvalidToken(f"{token_type} token where {expected} was expected")
     # An id has at most 10 digits; int() of thousands of digits raises (or takes time).
     if not (
         isinstance(subject, str) and subject.isascii() and subject.isdigit() and len(subject) <= 10
@@ -217,11 +235,6 @@ def decode_token(token: str, *, expected: TokenType, secret_key: str) -> TokenCl
         raise InvalidToken("malformed claims")
     if family is not None and not isinstance(family, str):
         raise InvalidToken("malformed claims")
-    now = datetime.now(UTC)
-    if expires_at <= now:
-        raise InvalidToken("token expired")
-    if issued_at > now + CLOCK_SKEW:
-        raise InvalidToken("token issued in the future")
     return TokenClaims(
         user_id=user_id,
         type=token_type,

@@ -10,13 +10,14 @@ import json
 import time
 import uuid
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import httpx2 as httpx
 import pytest
 from jose import jws, jwt
 from sqlalchemy import event, insert, select
 
+import security
 import throttle
 from asgi_client import TestClient
 from conftest import PASSWORD, TEST_SECRET, Account, login, make_account, query_plan, signup
@@ -690,6 +691,70 @@ def test_me_is_401_once_the_user_is_deactivated(
     assert me(client, alice.access_token).status_code == 200
     deactivate(client, admin, alice.id)
     assert_unauthorized(me(client, alice.access_token))
+
+
+def test_a_token_is_verified_once_and_its_lifetime_checked_at_every_request(
+    monkeypatch: pytest.MonkeyPatch, client: TestClient, alice: Account
+) -> None:
+    """The signature and claims of a token are checked once and remembered; its lifetime is
+    checked against the clock at every request, so a remembered token still expires."""
+    security._verified.cache_clear()
+    verified = count_signature_checks(monkeypatch)
+    for _ in range(3):
+        assert me(client, alice.access_token).status_code == 200
+    assert len(verified) == 1
+
+    later = datetime.now(UTC) + timedelta(minutes=Settings().access_token_minutes, seconds=1)
+    monkeypatch.setattr(security, "datetime", clock_at(later))
+    assert_unauthorized(me(client, alice.access_token))
+    assert len(verified) == 1  # refused by the clock alone
+
+
+def test_a_refused_token_is_not_remembered(
+    monkeypatch: pytest.MonkeyPatch, client: TestClient, alice: Account
+) -> None:
+    security._verified.cache_clear()
+    verified = count_signature_checks(monkeypatch)
+    forged = resign(alice.access_token, key=OTHER_SECRET)
+    for _ in range(2):
+        assert_unauthorized(me(client, forged))
+    assert len(verified) == 2
+    assert security._verified.cache_info().currsize == 0
+
+
+def test_a_remembered_token_is_still_only_good_for_its_own_type(alice: Account) -> None:
+    claims = security.decode_token(
+        alice.access_token, expected=security.TokenType.access, secret_key=TEST_SECRET
+    )
+    assert claims.user_id == alice.id
+    with pytest.raises(security.InvalidToken, match="access token where refresh was expected"):
+        security.decode_token(
+            alice.access_token, expected=security.TokenType.refresh, secret_key=TEST_SECRET
+        )
+
+
+def count_signature_checks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record every token whose signature python-jose checks from now on."""
+    checked: list[str] = []
+    verify = jws.verify
+
+    def counting(token: str, *args: object, **kwargs: object) -> bytes:
+        checked.append(token)
+        return verify(token, *args, **kwargs)
+
+    monkeypatch.setattr(jws, "verify", counting)
+    return checked
+
+
+def clock_at(moment: datetime) -> type[datetime]:
+    """A datetime class whose now() is `moment`, for code that reads the clock through it."""
+
+    class Clock(datetime):
+        @classmethod
+        def now(cls, tz: object = None) -> datetime:  # type: ignore[override]
+            return moment
+
+    return Clock
 
 
 # --- change-password -------------------------------------------------------------------------
