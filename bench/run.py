@@ -219,12 +219,16 @@ def baseline_checkout(into: Path) -> Path:
 
 def seed_baseline(source: Path, url: str) -> None:
     """Seed the baseline's database with its own code: its schema and rows are its own."""
-    subprocess.run(
+    seeded = subprocess.run(
         [sys.executable, "-c", "import sys; from bench.run import seed; seed(sys.argv[1])", url],
         cwd=source,
-        check=True,
         capture_output=True,
+        text=True,
     )
+    if seeded.returncode != 0:
+        raise SystemExit(
+            f"the code of {BASELINE_COMMIT} could not seed its database:\n{seeded.stderr}"
+        )
 
 
 def pinned(core: str, command: list[str]) -> list[str]:
