@@ -455,6 +455,13 @@ def relative_rate(rows: list[Result], baseline: list[Result]) -> float:
     return math.prod(ratios) ** (1 / len(ratios))
 
 
+def beside(rows: list[Result], baseline: list[Result]) -> tuple[float, str]:
+    """`relative_rate`, and how the table shows it: with each round's ratio."""
+    each = ", ".join(f"{ratio:.2f}" for ratio in round_ratios(rows, baseline))
+    relative = relative_rate(rows, baseline)
+    return relative, f"{relative:.2f} x: {each}"
+
+
 # --- the run ------------------------------------------------------------------------------
 
 
@@ -810,16 +817,14 @@ def main() -> int:
         """Judged against the plain hello (the first calibration) and against the code before
         the unit of work on the same stack, round by round: it must not fall below it."""
         r, base = results[key], results[f"baseline_{key}"]
-        before = all_runs[f"baseline_{key}"]
-        relative = relative_rate(all_runs[key], before)
-        each = ", ".join(f"{ratio:.2f}" for ratio in round_ratios(all_runs[key], before))
+        relative, shown = beside(all_runs[key], all_runs[f"baseline_{key}"])
         ok = r.rps / hello_rps >= target and relative >= BASELINE_FLOOR and extra
         rows.append(
             (
                 r,
                 *ratios(r),
                 f">= {target:.2f} / >= {BASELINE_FLOOR} x the row below, round by round"
-                f"{note} ({relative:.2f} x: {each})",
+                f"{note} ({shown})",
                 ok,
             )
         )
@@ -829,15 +834,14 @@ def main() -> int:
     ratio_row("page", 0.10)
     post = results["post"]
     ratio_row("post", 0.15, post.errors == 0 and post.max_ms <= 1000, ", 0 errors, max <= 1 s")
-    beside = results["post_beside"]
-    rows.append((beside, *ratios(beside), "the untracked order, for the two rows below", True))
+    untracked = results["post_beside"]
+    rows.append(
+        (untracked, *ratios(untracked), "the untracked order, for the two rows below", True)
+    )
     for key, floor in (("post_tracked", 0.9), ("post_hooked", 0.85)):
-        row_runs, post_runs = order_runs[key], order_runs["post_beside"]
-        relative = relative_rate(row_runs, post_runs)
-        each = ", ".join(f"{ratio:.2f}" for ratio in round_ratios(row_runs, post_runs))
-        note = (
-            f">= {floor} x the untracked order, round by round, 0 errors ({relative:.2f} x: {each})"
-        )
+        row_runs = order_runs[key]
+        relative, shown = beside(row_runs, order_runs["post_beside"])
+        note = f">= {floor} x the untracked order, round by round, 0 errors ({shown})"
         # Every round counts in the ratio, so an error in any fails the row.
         errors = sum(run.errors for run in row_runs)
         rows.append((results[key], *ratios(results[key]), note, relative >= floor and errors == 0))

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.run import Result, core_times, parse_wrk, relative_rate, stolen_pct
+from bench.run import Result, beside, core_times, parse_wrk, relative_rate, stolen_pct
 
 WRK_OUTPUT = """Running 10s test @ http://127.0.0.1:8000/order
   1 threads and 32 connections
@@ -68,3 +68,11 @@ def test_a_rows_rate_beside_its_baseline_cancels_a_drift_across_reversed_rounds(
     b = [Result("B", 900 * slowed[1], 1, 1, 1, 0), Result("B", 900 * slowed[2], 1, 1, 1, 0)]
     assert max(r.rps for r in b) / max(r.rps for r in a) == pytest.approx(0.81)
     assert relative_rate(b, a) == pytest.approx(0.9)
+
+
+def test_a_row_beside_its_baseline_shows_the_mean_and_each_rounds_ratio() -> None:
+    base = [Result("A", 1000, 1, 1, 1, 0), Result("A", 1000, 1, 1, 1, 0)]
+    row = [Result("B", 900, 1, 1, 1, 0), Result("B", 1000, 1, 1, 1, 0)]
+    relative, shown = beside(row, base)
+    assert relative == pytest.approx(0.9**0.5)
+    assert shown == "0.95 x: 0.90, 1.00"
